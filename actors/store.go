@@ -1,0 +1,26 @@
+package actors
+
+import "github.com/ocs-engine/ocs/charging"
+
+// Store is the durable state the engine needs. *storage.Store implements
+// it; cmd/ocs wires the two together so that neither package imports the
+// other. Every method is safe for concurrent use.
+type Store interface {
+	// LoadAccount returns the account of id; found is false if there is none.
+	LoadAccount(id charging.SubscriberID) (a charging.Account, found bool, err error)
+	// LookupRequest returns the idempotency record of (id, key).
+	LookupRequest(id charging.SubscriberID, key string) (r charging.RequestRecord, found bool, err error)
+	// LookupEntry returns journal entry seq of id, and whether a refund of
+	// it has been recorded.
+	LookupEntry(id charging.SubscriberID, seq uint64) (e charging.Entry, refunded bool, found bool, err error)
+	// Commit writes every change in one synced batch: all or nothing, and
+	// durable when it returns nil. An error leaves the store unusable: the
+	// engine stops, so that what was acknowledged is always a prefix of
+	// what is on disk.
+	Commit(changes []charging.Change) error
+	// History returns up to limit entries of id with Seq < beforeSeq
+	// (0: from the newest), newest first.
+	History(id charging.SubscriberID, beforeSeq uint64, limit int) ([]charging.Entry, error)
+	// Totals returns the ledger totals as of the last commit.
+	Totals() charging.Totals
+}

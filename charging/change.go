@@ -1,0 +1,46 @@
+package charging
+
+// RequestRecord is what the engine remembers of a request key: enough to
+// tell a retry (same Fingerprint: answer Outcome again) from a reused key
+// (another Fingerprint: ResultRequestKeyReused). Only accepted commands are
+// recorded: a refusal changed nothing, so a retry is simply evaluated again.
+type RequestRecord struct {
+	Fingerprint uint64
+	Kind        Kind
+	Outcome     Outcome
+}
+
+// Change is the unit of durability: everything one accepted command must
+// make durable, atomically, before its caller is told. The actor that
+// applied the command builds it; the storage layer writes it; nobody else
+// holds it, so it is plain data with no locks.
+type Change struct {
+	// Account is a copy of the account after the command (with its own
+	// Reservations backing array: the actor keeps mutating the original).
+	Account Account
+	// Entry is the journal entry to append; Entry.Seq == 0 means none.
+	Entry Entry
+	// Key and Request form the idempotency record; Key == "" means none.
+	Key     string
+	Request RequestRecord
+	// RefundOf, when non-zero, is the Seq of a charge this change refunds:
+	// storage marks it so it is never refunded twice.
+	RefundOf uint64
+}
+
+// CloneAccount returns a copy of a that shares no memory with it.
+func CloneAccount(a *Account) Account {
+	c := *a
+	if a.Reservations != nil {
+		c.Reservations = append([]Reservation(nil), a.Reservations...)
+	}
+	return c
+}
+
+// Totals are ledger-wide sums the storage layer keeps incrementally in the
+// same batches as the changes, so they are exact at every commit and need no
+// scan: what the operator owes its subscribers, and how many accounts exist.
+type Totals struct {
+	Owed     Amount
+	Accounts uint64
+}

@@ -1,0 +1,6 @@
+//go:build !invariants
+
+package invariant
+
+// Enabled reports whether expensive checks run (build tag invariants).
+const Enabled = false
