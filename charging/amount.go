@@ -89,12 +89,15 @@ func (a Amount) String() string {
 
 // AppendText appends a's decimal euro form to b without allocating.
 func (a Amount) AppendText(b []byte) []byte {
+	// The magnitude is taken as uint64 so that even the most negative
+	// Amount (whose negation overflows int64) prints correctly.
+	m := uint64(a)
 	if a < 0 {
 		b = append(b, '-')
-		a = -a
+		m = -m
 	}
-	b = strconv.AppendInt(b, int64(a/AmountPerEuro), 10)
-	frac := int64(a % AmountPerEuro)
+	b = strconv.AppendUint(b, m/uint64(AmountPerEuro), 10)
+	frac := m % uint64(AmountPerEuro)
 	digits := [4]byte{byte('0' + frac/1000), byte('0' + frac/100%10), byte('0' + frac/10%10), byte('0' + frac%10)}
 	n := 4
 	for n > 2 && digits[n-1] == '0' {

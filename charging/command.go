@@ -227,8 +227,11 @@ func (a *Account) topUp(cfg *Config, cmd *Command, now time.Time, eff *Effect) R
 		return ResultBalanceLimit
 	}
 	a.Balance += cmd.Amount
-	if policy.ExtendsValidity {
-		if end := now.Add(cfg.ValidityFor(cmd.Amount)).Unix(); end > a.ValidUntil {
+	// A top-up below the first tier buys no validity: without the
+	// tier > 0 test it would set the end to now and move a suspended
+	// subscriber back into grace.
+	if tier := cfg.ValidityFor(cmd.Amount); policy.ExtendsValidity && tier > 0 {
+		if end := now.Add(tier).Unix(); end > a.ValidUntil {
 			a.ValidUntil = end
 		}
 	}
@@ -463,7 +466,11 @@ func (a *Account) refund(cmd *Command, now int64, eff *Effect) Result {
 	}
 	a.Balance += amount
 	a.rollMonth(now)
-	a.Month.Spent -= amount
+	// Only a charge of this month counts against this month's spending: a
+	// refund of last month's charge would otherwise make Spent negative.
+	if monthOf(o.Time/int64(time.Second)) == a.Month.Month {
+		a.Month.Spent -= amount
+	}
 	eff.Entry = Entry{Kind: EntryRefund, RatingGroup: o.RatingGroup, Amount: amount, Ref: o.Seq}
 	return ResultOK
 }

@@ -15,9 +15,14 @@ const CountryCode = "383"
 
 // msisdnDigitsMax is E.164's limit; msisdnDigitsMin admits the shortest
 // Kosovo subscriber number with its country code (383 + 8 digits).
+// nationalDigits is the length of every Kosovo national significant number
+// (mobile 4x xxx xxx and fixed 38 xxx xxx alike): a national form of any
+// other length is a typo, and guessing would credit a wrong customer (seed
+// 003 complains of exactly that).
 const (
 	msisdnDigitsMax = 15
 	msisdnDigitsMin = 11
+	nationalDigits  = 8
 )
 
 // ErrMSISDN is returned for a number that is no E.164 MSISDN in any of the
@@ -48,19 +53,29 @@ func ParseMSISDN(s string) (SubscriberID, error) {
 		}
 	}
 	d := string(digits[:n])
+	// The form is told by its length, not only its prefix: "38312345" is
+	// the fixed number 038 312 345 without its zero, not a short
+	// international number.
 	switch {
 	case plus:
 		// Already international.
 	case len(d) > 2 && d[:2] == "00":
 		d = d[2:]
-	case len(d) > 3 && d[:3] == CountryCode:
+	case len(d) == len(CountryCode)+nationalDigits && d[:3] == CountryCode:
 		// International without the plus.
-	case len(d) > 1 && d[0] == '0':
+	case len(d) == 1+nationalDigits && d[0] == '0':
 		d = CountryCode + d[1:]
-	default:
+	case len(d) == nationalDigits:
 		d = CountryCode + d
+	default:
+		return 0, ErrMSISDN
 	}
 	if len(d) < msisdnDigitsMin || len(d) > msisdnDigitsMax || d[0] == '0' {
+		return 0, ErrMSISDN
+	}
+	// A national significant number never starts with 0 (that is the
+	// trunk prefix): 01000000 is no number.
+	if d[:3] == CountryCode && (len(d) != len(CountryCode)+nationalDigits || d[3] == '0') {
 		return 0, ErrMSISDN
 	}
 	v, err := strconv.ParseUint(d, 10, 64)
