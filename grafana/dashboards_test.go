@@ -143,21 +143,24 @@ func expandVars(expr string, vars map[string]string) (string, error) {
 
 // provisionedDatasourceUID reads the uid from the data source provisioning
 // file (the module has no YAML parser; the file is ours and simple).
-func provisionedDatasourceUID(t testing.TB) string {
+func provisionedDatasourceUID(t testing.TB, path string) string {
 	t.Helper()
-	b, err := os.ReadFile("provisioning/datasources/prometheus.yaml")
+	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	m := regexp.MustCompile(`(?m)^\s+uid:\s*(\S+)\s*$`).FindAllStringSubmatch(string(b), -1)
 	if len(m) != 1 {
-		t.Fatalf("provisioning/datasources/prometheus.yaml: want exactly one uid, found %d", len(m))
+		t.Fatalf("%s: want exactly one uid, found %d", path, len(m))
 	}
 	return strings.Trim(m[0][1], `"'`)
 }
 
 func TestDashboardsWellFormed(t *testing.T) {
-	uid := provisionedDatasourceUID(t)
+	uid := provisionedDatasourceUID(t, "provisioning/datasources/prometheus.yaml")
+	if docker := provisionedDatasourceUID(t, "provisioning-docker/datasources/prometheus.yaml"); docker != uid {
+		t.Errorf("docker data source uid %q differs from %q", docker, uid)
+	}
 	ds := loadDashboards(t, dashboardsDir)
 	if len(ds) < 5 {
 		t.Errorf("want the overview, charging, top-ups, storage and runtime dashboards, have %d", len(ds))

@@ -53,4 +53,5 @@ func TestPromtoolTestRules(t *testing.T) {
 
 func TestPromtoolCheckConfig(t *testing.T) {
 	runPromtool(t, "check", "config", "prometheus.yml")
+	runPromtool(t, "check", "config", "prometheus-docker.yml")
 }
