@@ -26,11 +26,12 @@ type commitItem struct {
 // by itself, but DESIGN.md measured an application committer at 213k–276k
 // writes/s against 133k for 64 concurrent committers, and no actor blocks.
 type committer struct {
-	e     *Engine
-	queue chan *commitItem
-	done  chan struct{}
-	items []*commitItem
-	batch []charging.Change
+	e      *Engine
+	queue  chan *commitItem
+	done   chan struct{}
+	items  []*commitItem
+	batch  []charging.Change
+	closed atomic.Bool
 }
 
 func newCommitter(e *Engine, queueMax int) *committer {
@@ -44,26 +45,42 @@ func newCommitter(e *Engine, queueMax int) *committer {
 }
 
 // submit queues an item. The queue holds every in-flight request at most
-// once, so it never blocks.
+// once, so it never blocks. After stop an item is answered at once: the
+// engine has failed or every caller was already answered.
 func (c *committer) submit(it *commitItem) {
+	if c.closed.Load() {
+		if it.req != nil {
+			it.req.answer(it.out, ErrStopped)
+		}
+		return
+	}
 	it.queued = time.Now()
 	c.queue <- it
 }
 
+// stop ends run after it has written and answered everything queued before.
+// The queue is never closed: an actor still finishing after a failure may
+// send to it, and a send on a closed channel would panic.
 func (c *committer) stop() {
-	close(c.queue)
+	c.closed.Store(true)
+	c.queue <- nil
 	<-c.done
 }
 
 func (c *committer) run() {
 	defer close(c.done)
 	for first := range c.queue {
+		if first == nil {
+			return
+		}
 		c.items = append(c.items[:0], first)
+		last := false
 	gather:
 		for len(c.items) < CommitBatchMax {
 			select {
-			case it, ok := <-c.queue:
-				if !ok {
+			case it := <-c.queue:
+				if it == nil {
+					last = true
 					break gather
 				}
 				c.items = append(c.items, it)
@@ -72,6 +89,9 @@ func (c *committer) run() {
 			}
 		}
 		c.flush()
+		if last {
+			return
+		}
 	}
 }
 

@@ -10,6 +10,7 @@ package actors
 // in microseconds; no actor waits for a commit, so the pool cannot deadlock.
 type workerDispatcher struct {
 	work       chan func()
+	quit       chan struct{}
 	throughput int
 }
 
@@ -19,11 +20,16 @@ type workerDispatcher struct {
 const dispatchQueueMax = 1 << 14
 
 func newWorkerDispatcher(workers, throughput int) *workerDispatcher {
-	d := &workerDispatcher{work: make(chan func(), dispatchQueueMax), throughput: throughput}
+	d := &workerDispatcher{work: make(chan func(), dispatchQueueMax), quit: make(chan struct{}), throughput: throughput}
 	for i := 0; i < workers; i++ {
 		go func() {
-			for fn := range d.work {
-				fn()
+			for {
+				select {
+				case fn := <-d.work:
+					fn()
+				case <-d.quit:
+					return
+				}
 			}
 		}()
 	}
@@ -32,6 +38,12 @@ func newWorkerDispatcher(workers, throughput int) *workerDispatcher {
 
 // Schedule implements actor.Dispatcher.
 func (d *workerDispatcher) Schedule(fn func()) {
+	select {
+	case <-d.quit:
+		go fn()
+		return
+	default:
+	}
 	select {
 	case d.work <- fn:
 	default:
@@ -43,4 +55,16 @@ func (d *workerDispatcher) Schedule(fn func()) {
 // before yielding its worker to other mailboxes.
 func (d *workerDispatcher) Throughput() int { return d.throughput }
 
-func (d *workerDispatcher) stop() { close(d.work) }
+// stop ends the workers. The work channel stays open: a late Schedule (a
+// stop message to an actor) runs on a goroutine of its own instead.
+func (d *workerDispatcher) stop() {
+	close(d.quit)
+	for {
+		select {
+		case fn := <-d.work:
+			go fn()
+		default:
+			return
+		}
+	}
+}

@@ -88,6 +88,8 @@ type Engine struct {
 	stopping    atomic.Bool
 	failed      chan struct{}
 	failOnce    sync.Once
+	stopOnce    sync.Once
+	stopErr     error
 	failErr     error
 	sweepStop   chan struct{}
 	sweepDone   chan struct{}
@@ -266,6 +268,11 @@ func (e *Engine) fail(err error) {
 // (durable or refused), then stops the actors and the committer. It returns
 // the failure that stopped the engine, if any.
 func (e *Engine) Stop() error {
+	e.stopOnce.Do(func() { e.stopErr = e.stop() })
+	return e.stopErr
+}
+
+func (e *Engine) stop() error {
 	e.stopping.Store(true)
 	deadline := time.Now().Add(2 * requestTimeoutMax)
 	for e.inflight.Load() > 0 && time.Now().Before(deadline) {
@@ -288,6 +295,7 @@ func (e *Engine) Stop() error {
 		s.mu.Unlock()
 	}
 	e.system.Shutdown()
+	e.dispatcher.stop()
 	if left := e.inflight.Load(); left > 0 {
 		return fmt.Errorf("actors: stopped with %d commands unanswered", left)
 	}

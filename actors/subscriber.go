@@ -29,6 +29,9 @@ type subscriber struct {
 	// durable counts this actor's changes made durable; the committer
 	// advances it, the actor reads it to trim pending.
 	durable atomic.Uint64
+	// entry and reservationsSeen belong to the command being handled.
+	entry            *entry
+	reservationsSeen int
 }
 
 type pendingChange struct {
@@ -60,12 +63,12 @@ func (s *subscriber) handle(req *request) {
 		}
 	}
 	cmd := &req.cmd
-	reservationsBefore := len(s.account.Reservations)
-	defer func() {
-		e.metrics.reservations.Add(float64(len(s.account.Reservations) - reservationsBefore))
-		req.entry.nextExpiry.Store(s.account.NextExpiry())
-		e.metrics.actorDuration[cmd.Kind].Observe(time.Since(start).Seconds())
-	}()
+	// Once answered, req belongs to its caller again: what the deferred
+	// bookkeeping needs is taken now.
+	kind := cmd.Kind
+	s.entry = req.entry
+	s.reservationsSeen = len(s.account.Reservations)
+	defer func() { e.metrics.actorDuration[kind].Observe(time.Since(start).Seconds()) }()
 	if cmd.Kind == charging.KindProvision {
 		s.provision(req, now)
 		return
@@ -189,6 +192,7 @@ func (s *subscriber) fillOriginal(cmd *charging.Command) error {
 // durable, or answers a clean one (through the committer if earlier writes
 // are still in flight).
 func (s *subscriber) finish(req *request, cmd *charging.Command, out charging.Outcome, eff charging.Effect, recorded bool) {
+	s.publish()
 	if !eff.Dirty {
 		s.reply(req, out)
 		return
@@ -219,6 +223,7 @@ func (s *subscriber) finish(req *request, cmd *charging.Command, out charging.Ou
 // flight the answer may depend on them, so it waits behind them in the
 // committer's queue.
 func (s *subscriber) reply(req *request, out charging.Outcome) {
+	s.publish()
 	if len(s.pending) == 0 {
 		req.answer(out, nil)
 		return
@@ -229,6 +234,21 @@ func (s *subscriber) reply(req *request, out charging.Outcome) {
 	it.out = out
 	it.durable = nil
 	s.engine.committer.submit(it)
+}
+
+// publish tells the directory and the metrics what the sweeper and the
+// dashboards need to know, before the answer leaves: a caller that acts on
+// the answer (or a test that sweeps) must see it.
+func (s *subscriber) publish() {
+	if s.entry == nil {
+		return
+	}
+	n := len(s.account.Reservations)
+	if n != s.reservationsSeen {
+		s.engine.metrics.reservations.Add(float64(n - s.reservationsSeen))
+		s.reservationsSeen = n
+	}
+	s.entry.nextExpiry.Store(s.account.NextExpiry())
 }
 
 // trimPending drops the records of changes the committer made durable.

@@ -1,0 +1,304 @@
+package actors
+
+import (
+	"errors"
+	"fmt"
+	"math/rand"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ocs-engine/ocs/charging"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+)
+
+var t0 = time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
+
+func startEngine(t testing.TB, store Store, mutate ...func(*Config)) (*Engine, *manualClock) {
+	t.Helper()
+	clock := &manualClock{now: t0}
+	cc := charging.DemoConfig()
+	cfg := Config{Store: store, Clock: clock, Charging: &cc, Registerer: prometheus.NewRegistry()}
+	for _, m := range mutate {
+		m(&cfg)
+	}
+	e, err := Start(cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = e.Stop() })
+	return e, clock
+}
+
+func exec(t testing.TB, e *Engine, cmd charging.Command) charging.Outcome {
+	t.Helper()
+	out, err := e.Execute(&cmd)
+	require.NoError(t, err)
+	return out
+}
+
+func provision(t testing.TB, e *Engine, id charging.SubscriberID, balance charging.Amount) {
+	t.Helper()
+	out := exec(t, e, charging.Command{Kind: charging.KindProvision, Subscriber: id, Amount: balance,
+		Channel: charging.ChannelOps, Key: "provision"})
+	require.Equal(t, charging.ResultOK, out.Result, out.Result.String())
+}
+
+func sms(id charging.SubscriberID, key string) charging.Command {
+	return charging.Command{Kind: charging.KindCharge, Subscriber: id, Key: key, Channel: charging.ChannelNetwork,
+		RatingGroup: charging.RatingGroupSMS, Units: 1}
+}
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestProvisionTopUpChargeIsDurable(t *testing.T) {
+	store := newMemStore()
+	e, _ := startEngine(t, store)
+	const id = charging.SubscriberID(38349123456)
+
+	out := exec(t, e, sms(id, "k0"))
+	require.Equal(t, charging.ResultUnknownSubscriber, out.Result)
+
+	provision(t, e, id, 0)
+	out = exec(t, e, charging.Command{Kind: charging.KindProvision, Subscriber: id, Key: "provision"})
+	require.Equal(t, charging.ResultSubscriberExists, out.Result)
+
+	out = exec(t, e, charging.Command{Kind: charging.KindTopUp, Subscriber: id, Key: "t1",
+		Channel: charging.ChannelElectronic, Amount: charging.Euros(5)})
+	require.Equal(t, charging.ResultOK, out.Result)
+	require.Equal(t, charging.Euros(5), out.Balance)
+	require.Equal(t, t0.Add(charging.Days(60)).Unix(), out.ValidUntil)
+
+	out = exec(t, e, sms(id, "c1"))
+	require.Equal(t, charging.ResultOK, out.Result)
+	require.Equal(t, charging.Euros(5)-5*charging.AmountPerCent, out.Balance)
+
+	// What was acknowledged is in the store already.
+	a, found, err := store.LoadAccount(id)
+	require.NoError(t, err)
+	require.True(t, found)
+	require.Equal(t, out.Balance, a.Balance)
+	require.Equal(t, uint64(2), a.Seq)
+	require.Equal(t, out.Balance, store.Totals().Owed)
+	h, err := e.History(id, 0, 10)
+	require.NoError(t, err)
+	require.Len(t, h, 2)
+	require.Equal(t, charging.EntryCharge, h[0].Kind)
+}
+
+func TestRetryNeverChargesTwice(t *testing.T) {
+	store := newMemStore()
+	e, _ := startEngine(t, store)
+	const id = charging.SubscriberID(38349000001)
+	provision(t, e, id, charging.Euros(1))
+
+	first := exec(t, e, sms(id, "once"))
+	require.Equal(t, charging.ResultOK, first.Result)
+	again := exec(t, e, sms(id, "once"))
+	require.Equal(t, charging.ResultOK, again.Result)
+	require.True(t, again.Replayed)
+	require.Equal(t, first.Seq, again.Seq)
+	require.Equal(t, first.Balance, again.Balance)
+
+	other := sms(id, "once")
+	other.Units = 2
+	require.Equal(t, charging.ResultRequestKeyReused, exec(t, e, other).Result)
+
+	a, _, _ := store.LoadAccount(id)
+	require.Equal(t, charging.Euros(1)-5*charging.AmountPerCent, a.Balance)
+}
+
+// A retry that arrives while its original is still on its way to the disk
+// must find it in the actor's pending records, and must not be answered
+// before the original is durable.
+func TestRetryWhileOriginalInFlight(t *testing.T) {
+	store := newMemStore()
+	e, _ := startEngine(t, store)
+	const id = charging.SubscriberID(38349000002)
+	provision(t, e, id, charging.Euros(1))
+
+	store.gate = make(chan struct{})
+	results := make(chan charging.Outcome, 2)
+	for i := 0; i < 2; i++ {
+		go func() {
+			out, err := e.Execute(ptr(sms(id, "same")))
+			if err != nil {
+				out.Result = 0
+			}
+			results <- out
+		}()
+	}
+	select {
+	case <-results:
+		t.Fatal("answered before the commit was durable")
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(store.gate)
+	a, b := <-results, <-results
+	require.Equal(t, charging.ResultOK, a.Result)
+	require.Equal(t, charging.ResultOK, b.Result)
+	require.True(t, a.Replayed != b.Replayed, "exactly one of the two is the original")
+	acct, _, _ := store.LoadAccount(id)
+	require.Equal(t, charging.Euros(1)-5*charging.AmountPerCent, acct.Balance)
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func TestConcurrentChargesConserveMoney(t *testing.T) {
+	store := newMemStore()
+	e, _ := startEngine(t, store)
+	const subscribers, callers, perCaller = 200, 32, 300
+	for i := 0; i < subscribers; i++ {
+		provision(t, e, charging.SubscriberID(38349100000+i), charging.Euros(2))
+	}
+	start := store.Totals().Owed
+	var acked atomic.Int64
+	var wg sync.WaitGroup
+	for c := 0; c < callers; c++ {
+		wg.Add(1)
+		go func(c int) {
+			defer wg.Done()
+			rng := rand.New(rand.NewSource(int64(c)))
+			for i := 0; i < perCaller; i++ {
+				id := charging.SubscriberID(38349100000 + rng.Intn(subscribers))
+				out, err := e.Execute(ptr(sms(id, fmt.Sprintf("c%d-%d", c, i))))
+				if err == nil && out.Result == charging.ResultOK {
+					acked.Add(int64(-out.Amount))
+				}
+			}
+		}(c)
+	}
+	wg.Wait()
+	sum, _ := store.balances()
+	require.Equal(t, start-charging.Amount(acked.Load()), sum)
+	require.Equal(t, sum, store.Totals().Owed)
+	require.Positive(t, acked.Load())
+}
+
+func TestOverloadAnswersAtOnceAndLosesNothing(t *testing.T) {
+	store := newMemStore()
+	e, _ := startEngine(t, store, func(c *Config) { c.InflightMax = 8 })
+	const id = charging.SubscriberID(38349000003)
+	provision(t, e, id, charging.Euros(10))
+	store.delay = 20 * time.Millisecond
+
+	var ok, overloaded atomic.Int64
+	var wg sync.WaitGroup
+	for i := 0; i < 64; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			out, err := e.Execute(ptr(sms(id, fmt.Sprintf("o%d", i))))
+			require.NoError(t, err)
+			switch out.Result {
+			case charging.ResultOK:
+				ok.Add(1)
+			case charging.ResultOverloaded:
+				overloaded.Add(1)
+			}
+		}(i)
+	}
+	wg.Wait()
+	require.Positive(t, overloaded.Load(), "a bound of 8 in flight must refuse some of 64 at once")
+	require.Equal(t, int64(64), ok.Load()+overloaded.Load())
+	a, _, _ := store.LoadAccount(id)
+	require.Equal(t, charging.Euros(10)-charging.Amount(ok.Load())*5*charging.AmountPerCent, a.Balance)
+}
+
+func TestCommitErrorStopsTheEngine(t *testing.T) {
+	store := newMemStore()
+	e, _ := startEngine(t, store)
+	const id = charging.SubscriberID(38349000004)
+	provision(t, e, id, charging.Euros(1))
+	store.mu.Lock()
+	store.failWith = errors.New("disk on fire")
+	store.mu.Unlock()
+
+	_, err := e.Execute(ptr(sms(id, "x")))
+	require.ErrorIs(t, err, ErrStopped)
+	<-e.Failed()
+	require.False(t, e.Ready())
+	require.ErrorContains(t, e.Err(), "disk on fire")
+	_, err = e.Execute(ptr(sms(id, "y")))
+	require.Error(t, err)
+}
+
+func TestPassivationReloadsFromStore(t *testing.T) {
+	store := newMemStore()
+	e, clock := startEngine(t, store, func(c *Config) { c.IdleAfter = time.Minute })
+	const id = charging.SubscriberID(38349000005)
+	provision(t, e, id, charging.Euros(3))
+	exec(t, e, sms(id, "p1"))
+	require.Equal(t, int64(1), e.ActiveActors())
+
+	clock.Advance(2 * time.Minute)
+	e.sweepOnce()
+	require.Equal(t, int64(0), e.ActiveActors())
+
+	out := exec(t, e, charging.Command{Kind: charging.KindInquire, Subscriber: id})
+	require.Equal(t, charging.Euros(3)-5*charging.AmountPerCent, out.Balance)
+	// The key survives passivation: the record comes from the store now.
+	again := exec(t, e, sms(id, "p1"))
+	require.True(t, again.Replayed)
+	require.Equal(t, out.Balance, again.Balance)
+}
+
+func TestSweeperExpiresLapsedReservations(t *testing.T) {
+	store := newMemStore()
+	e, clock := startEngine(t, store)
+	const id = charging.SubscriberID(38349000006)
+	provision(t, e, id, charging.Euros(1))
+	out := exec(t, e, charging.Command{Kind: charging.KindReserve, Subscriber: id, Key: "s1",
+		Channel: charging.ChannelNetwork, RatingGroup: charging.RatingGroupVoice, Units: 600})
+	require.Equal(t, charging.ResultOK, out.Result)
+	a, _, _ := store.LoadAccount(id)
+	require.NotZero(t, a.Reserved())
+
+	clock.Advance(charging.DemoConfig().QuotaValidity + charging.DemoConfig().ReservationSlack)
+	e.sweepOnce()
+	a, _, _ = store.LoadAccount(id)
+	require.Zero(t, a.Reserved(), "the lapsed reservation is released and that is durable")
+	require.Equal(t, charging.Euros(1), a.Balance, "unreported usage is not charged")
+}
+
+func TestRefundOnce(t *testing.T) {
+	store := newMemStore()
+	e, _ := startEngine(t, store)
+	const id = charging.SubscriberID(38349000007)
+	provision(t, e, id, charging.Euros(1))
+	c := exec(t, e, sms(id, "c"))
+	refund := charging.Command{Kind: charging.KindRefund, Subscriber: id, Key: "r1", Ref: c.Seq, Channel: charging.ChannelOps}
+	out := exec(t, e, refund)
+	require.Equal(t, charging.ResultOK, out.Result)
+	require.Equal(t, charging.Euros(1), out.Balance)
+	refund.Key = "r2"
+	require.Equal(t, charging.ResultAlreadyRefunded, exec(t, e, refund).Result)
+}
+
+func TestStopAnswersEverythingInFlight(t *testing.T) {
+	store := newMemStore()
+	e, _ := startEngine(t, store)
+	const id = charging.SubscriberID(38349000008)
+	provision(t, e, id, charging.Euros(10))
+	store.delay = 5 * time.Millisecond
+	var answered, acked atomic.Int64
+	var wg sync.WaitGroup
+	for i := 0; i < 16; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			out, err := e.Execute(ptr(sms(id, fmt.Sprintf("s%d", i))))
+			answered.Add(1)
+			if err == nil && out.Result == charging.ResultOK {
+				acked.Add(1)
+			}
+		}(i)
+	}
+	time.Sleep(2 * time.Millisecond)
+	require.NoError(t, e.Stop())
+	wg.Wait()
+	require.Equal(t, int64(16), answered.Load())
+	a, _, _ := store.LoadAccount(id)
+	require.Equal(t, charging.Euros(10)-charging.Amount(acked.Load())*5*charging.AmountPerCent, a.Balance)
+}
