@@ -1,0 +1,57 @@
+// Package storage keeps the engine's durable state in one Pebble database:
+// accounts, their journals, idempotency records, refund markers, ledger
+// totals and API keys. *Store implements actors.Store; cmd/ocs wires it.
+//
+// # Key layout
+//
+// Every key is a one-byte table tag followed by big-endian fields, so keys
+// of one subscriber sort together and a journal sorts by seq. All keys are
+// built in keys.go, so that a 2-byte partition prefix can later be put in
+// front of the tag in one place (keyPrefixLen).
+//
+//	0x01 | sub:8                account        → Account record
+//	0x02 | sub:8 | seq:8        journal entry  → Entry record
+//	0x03 | sub:8 | key bytes    request key    → RequestRecord (idempotency)
+//	0x04 | sub:8 | seq:8        refunded       → Seq of the refund entry
+//	0x05 | name                 meta           → "totals", "schema",
+//	                                             "apikey/" + SHA-256(token)
+//	0x10..0x1F                  reserved: vouchers, fixed accounts, transfers
+//
+// # Encoding
+//
+// Values are hand-written, fixed-width little-endian fields after a version
+// byte (all version 1 today): append-based, no reflection, no allocation
+// beyond the output buffer. Decoders check the version, the exact length
+// and every invariant (a balance within 0..BalanceMax, reserved money
+// within the balance, known enum values) and return an error wrapping
+// ErrCorrupt, never panic; encoders' inputs are validated first, and an
+// invalid change is refused with ErrInvalid before anything is written.
+// A new layout gets a new version byte and a decoder beside the old.
+//
+//	Account v1   ver id balance validUntil seq nextSession created
+//	             month{month spent toppedUp charges topUps} n n×reservation
+//	Entry v1     ver seq time kind channel bank ratingGroup units amount
+//	             balanceAfter validUntilAfter ref keyLen key
+//	Request v1   ver fingerprint kind result seq amount balance validUntil
+//	             state session granted flags quotaValidity
+//	Totals v1    ver owed accounts
+//
+// # Concurrency
+//
+// Reads are safe from any goroutine. Commit and Apply are called by one
+// committer goroutine at a time: they reuse pooled batches and encoding
+// buffers and keep running totals without locks. Totals and API key roles
+// are served from memory.
+//
+// # Crash guarantees
+//
+// A Commit writes all its changes and the updated totals in one Pebble
+// batch with pebble.Sync: after a crash at any instant, reopening finds
+// every batch whose Commit returned nil, whole, and any other batch either
+// whole or absent, in commit order (the write-ahead log is one ordered
+// stream). The totals record travels in the same batch, so it always
+// equals the sum over the journal. Check verifies all of this on a live
+// or reopened store. A failed commit makes the store refuse further
+// commits (ErrFailed): the engine must stop rather than acknowledge work
+// on top of an unknown state.
+package storage
