@@ -65,6 +65,12 @@ type Limit struct {
 	sms     charging.Tariff
 	voice   charging.Tariff
 	failed  atomic.Pointer[error]
+	// faults plant discrepancies for the audit's tests: each counts down
+	// and, while positive, acknowledges without doing.
+	faults struct {
+		unappliedCharges  atomic.Int64 // acknowledge an SMS, debit nothing
+		unjournaledTopUps atomic.Int64 // credit a top-up, journal nothing
+	}
 }
 
 type limitShard struct {
@@ -405,7 +411,9 @@ func (l *Limit) topUp(ctx *fasthttp.RequestCtx) {
 	a.balance += amount
 	a.seq++
 	e := limitEntry{seq: a.seq, kind: 2, amount: amount}
-	a.journal = append(a.journal, e)
+	if l.faults.unjournaledTopUps.Add(-1) < 0 {
+		a.journal = append(a.journal, e)
+	}
 	bal := a.balance
 	l.owed.Add(int64(amount))
 	snap := a.snapshot()
@@ -473,6 +481,9 @@ func (l *Limit) create(ctx *fasthttp.RequestCtx, v, usage *fastjson.Value) {
 			ctx.SetStatusCode(fasthttp.StatusForbidden)
 			ctx.SetBody(nchfRefused)
 			return
+		}
+		if l.faults.unappliedCharges.Add(-1) >= 0 {
+			cost = 0
 		}
 		a.balance -= cost
 		a.seq++
