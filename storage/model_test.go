@@ -19,7 +19,7 @@ type model struct {
 	accounts map[charging.SubscriberID]*charging.Account
 	ids      []charging.SubscriberID
 	journal  map[charging.SubscriberID][]charging.Entry // index seq-1
-	requests map[string]charging.RequestRecord         // by sub/key
+	requests map[string]charging.RequestRecord          // by sub/key
 	refunded map[[2]uint64]bool
 	keys     int
 }
