@@ -43,6 +43,9 @@ type Config struct {
 	// the tariff's unit. Optional: without it such grants are in
 	// serviceSpecificUnits.
 	Tariffs map[charging.RatingGroup]charging.Tariff
+	// Metrics, when set, serves GET /metrics (Prometheus exposition) on the
+	// same listener, without authentication: it carries no subscriber data.
+	Metrics fasthttp.RequestHandler
 }
 
 // Server serves the HTTP API over fasthttp.
@@ -55,6 +58,7 @@ type Server struct {
 	m       *metrics
 	srv     *fasthttp.Server
 	states  sync.Pool // *reqState
+	metrics fasthttp.RequestHandler
 }
 
 // reqState is the per-request scratch: one pool Get per request instead of
@@ -74,7 +78,7 @@ func New(cfg Config) *Server {
 		panic("httpapi: Config needs Engine and Keys")
 	}
 	s := &Server{engine: cfg.Engine, keys: cfg.Keys, log: cfg.Logger, clock: cfg.Clock,
-		tariffs: cfg.Tariffs, m: newMetrics(cfg.Registerer)}
+		tariffs: cfg.Tariffs, m: newMetrics(cfg.Registerer), metrics: cfg.Metrics}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -148,6 +152,10 @@ type handlerFunc func(s *Server, ctx *fasthttp.RequestCtx, st *reqState, a *args
 
 // handle routes, authenticates, runs the operation and counts it.
 func (s *Server) handle(ctx *fasthttp.RequestCtx) {
+	if s.metrics != nil && string(ctx.Path()) == "/metrics" {
+		s.metrics(ctx)
+		return
+	}
 	var start time.Time
 	if s.m != nil {
 		start = time.Now()

@@ -1,0 +1,195 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/ocs-engine/ocs/charging"
+)
+
+// fileConfig is the --config file: JSON, every field optional, amounts as
+// decimal strings ("0.05") so that no euro passes through a float.
+type fileConfig struct {
+	GraceDays          int                    `json:"graceDays"`
+	InitialValidityDay int                    `json:"initialValidityDays"`
+	QuotaValiditySecs  int                    `json:"quotaValiditySeconds"`
+	ReservationSlackS  int                    `json:"reservationSlackSeconds"`
+	Tiers              []fileTier             `json:"validityTiers"`
+	Channels           map[string]fileChannel `json:"channels"`
+	Tariffs            map[string]fileTariff  `json:"tariffs"`
+	Engine             fileEngine             `json:"engine"`
+}
+
+type fileTier struct {
+	From string `json:"from"`
+	Days int    `json:"days"`
+}
+
+type fileChannel struct {
+	Enabled         bool   `json:"enabled"`
+	Min             string `json:"min"`
+	Max             string `json:"max"`
+	ExtendsValidity bool   `json:"extendsValidity"`
+}
+
+type fileTariff struct {
+	Name           string `json:"name"`
+	Unit           string `json:"unit"` // seconds | bytes | events
+	Price          string `json:"price"`
+	PriceUnits     uint64 `json:"priceUnits"`
+	FirstIncrement uint64 `json:"firstIncrement"`
+	Increment      uint64 `json:"increment"`
+	Incoming       bool   `json:"incoming"`
+	DefaultGrant   uint64 `json:"defaultGrant"`
+}
+
+type fileEngine struct {
+	InflightMax   int `json:"inflightMax"`
+	IdleAfterSecs int `json:"idleAfterSeconds"`
+}
+
+var unitNames = map[charging.UnitKind]string{charging.UnitSeconds: "seconds", charging.UnitBytes: "bytes", charging.UnitEvents: "events"}
+
+// toFile renders a charging.Config in the file's shape.
+func toFile(c *charging.Config) fileConfig {
+	f := fileConfig{
+		GraceDays:          int(c.GracePeriod / (24 * time.Hour)),
+		InitialValidityDay: int(c.InitialValidity / (24 * time.Hour)),
+		QuotaValiditySecs:  int(c.QuotaValidity / time.Second),
+		ReservationSlackS:  int(c.ReservationSlack / time.Second),
+		Channels:           map[string]fileChannel{},
+		Tariffs:            map[string]fileTariff{},
+		Engine:             fileEngine{},
+	}
+	for _, t := range c.Tiers {
+		f.Tiers = append(f.Tiers, fileTier{From: t.From.String(), Days: t.Days})
+	}
+	for _, ch := range charging.Channels() {
+		p := c.Channels[ch]
+		if p.Enabled {
+			f.Channels[ch.String()] = fileChannel{Enabled: true, Min: p.Min.String(), Max: p.Max.String(), ExtendsValidity: p.ExtendsValidity}
+		}
+	}
+	for rg, t := range c.Tariffs {
+		f.Tariffs[strconv.FormatUint(uint64(rg), 10)] = fileTariff{Name: t.Name, Unit: unitNames[t.Unit], Price: t.Price.String(),
+			PriceUnits: t.PriceUnits, FirstIncrement: t.FirstIncrement, Increment: t.Increment, Incoming: t.Incoming, DefaultGrant: t.DefaultGrant}
+	}
+	return f
+}
+
+func printConfig(w io.Writer) error {
+	c := charging.DemoConfig()
+	f := toFile(&c)
+	f.Engine = fileEngine{InflightMax: 4096, IdleAfterSecs: 120}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(f)
+}
+
+// loadConfig returns the demo configuration, overlaid with path when given.
+// Unknown fields are refused: a misspelt tariff must not pass silently.
+func loadConfig(path string) (charging.Config, fileEngine, error) {
+	c := charging.DemoConfig()
+	if path == "" {
+		return c, fileEngine{}, nil
+	}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return c, fileEngine{}, err
+	}
+	var f fileConfig
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&f); err != nil {
+		return c, fileEngine{}, fmt.Errorf("config %s: %w", path, err)
+	}
+	if err := apply(&c, &f); err != nil {
+		return c, fileEngine{}, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, f.Engine, nil
+}
+
+func apply(c *charging.Config, f *fileConfig) error {
+	if f.GraceDays > 0 {
+		c.GracePeriod = charging.Days(f.GraceDays)
+	}
+	if f.InitialValidityDay > 0 {
+		c.InitialValidity = charging.Days(f.InitialValidityDay)
+	}
+	if f.QuotaValiditySecs > 0 {
+		c.QuotaValidity = time.Duration(f.QuotaValiditySecs) * time.Second
+	}
+	if f.ReservationSlackS > 0 {
+		c.ReservationSlack = time.Duration(f.ReservationSlackS) * time.Second
+	}
+	if len(f.Tiers) > 0 {
+		c.Tiers = nil
+		for _, t := range f.Tiers {
+			from, err := charging.ParseAmount(t.From)
+			if err != nil || t.Days <= 0 {
+				return fmt.Errorf("validity tier %q/%d: amount and positive days required", t.From, t.Days)
+			}
+			if n := len(c.Tiers); n > 0 && from <= c.Tiers[n-1].From {
+				return errors.New("validity tiers must ascend by amount")
+			}
+			c.Tiers = append(c.Tiers, charging.ValidityTier{From: from, Days: t.Days})
+		}
+	}
+	for name, fc := range f.Channels {
+		ch, ok := charging.ParseChannel(name)
+		if !ok {
+			return fmt.Errorf("unknown channel %q", name)
+		}
+		lo, err1 := charging.ParseAmount(fc.Min)
+		hi, err2 := charging.ParseAmount(fc.Max)
+		if err1 != nil || err2 != nil || lo <= 0 || hi < lo {
+			return fmt.Errorf("channel %s: min and max must be amounts with 0 < min <= max", name)
+		}
+		c.Channels[ch] = charging.ChannelPolicy{Enabled: fc.Enabled, Min: lo, Max: hi, ExtendsValidity: fc.ExtendsValidity}
+	}
+	if len(f.Tariffs) > 0 {
+		c.Tariffs = map[charging.RatingGroup]charging.Tariff{}
+		for rgText, ft := range f.Tariffs {
+			rg, err := strconv.ParseUint(rgText, 10, 32)
+			if err != nil {
+				return fmt.Errorf("tariff key %q: a rating group number", rgText)
+			}
+			t, err := tariffOf(ft)
+			if err != nil {
+				return fmt.Errorf("tariff %s: %w", rgText, err)
+			}
+			c.Tariffs[charging.RatingGroup(rg)] = t
+		}
+	}
+	return nil
+}
+
+func tariffOf(ft fileTariff) (charging.Tariff, error) {
+	t := charging.Tariff{Name: ft.Name, PriceUnits: ft.PriceUnits, FirstIncrement: ft.FirstIncrement,
+		Increment: ft.Increment, Incoming: ft.Incoming, DefaultGrant: ft.DefaultGrant}
+	for k, n := range unitNames {
+		if n == ft.Unit {
+			t.Unit = k
+		}
+	}
+	if t.Unit == 0 {
+		return t, fmt.Errorf("unit %q: seconds, bytes or events", ft.Unit)
+	}
+	if ft.Price != "" {
+		p, err := charging.ParseAmount(ft.Price)
+		if err != nil || p < 0 {
+			return t, fmt.Errorf("price %q: %v", ft.Price, err)
+		}
+		t.Price = p
+	}
+	if t.PriceUnits == 0 || t.Increment == 0 {
+		return t, errors.New("priceUnits and increment must be positive")
+	}
+	return t, nil
+}
