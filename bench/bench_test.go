@@ -186,3 +186,26 @@ func TestAuditCatchesMissingTopUp(t *testing.T) {
 	require.Len(t, res.Audit.Problems, 1, "%v", res.Audit.Problems)
 	require.Contains(t, res.Audit.Problems[0], "missing from the history")
 }
+
+func TestParseMix(t *testing.T) {
+	m, err := ParseMix("sms=70, session=20,topup=10")
+	require.NoError(t, err)
+	require.Equal(t, Mix{SMS: 70, Session: 20, TopUp: 10}, m)
+	for _, bad := range []string{"", "sms", "sms=x", "sms=-1", "fax=3", "sms=0", "sms=70,,topup=1"} {
+		_, err := ParseMix(bad)
+		require.Error(t, err, bad)
+	}
+}
+
+func FuzzParseMix(f *testing.F) {
+	f.Add("sms=70,session=20,topup=10")
+	f.Fuzz(func(t *testing.T, s string) {
+		m, err := ParseMix(s)
+		if err == nil {
+			require.Positive(t, m.total())
+			again, err := ParseMix(m.String())
+			require.NoError(t, err)
+			require.Equal(t, m, again)
+		}
+	})
+}

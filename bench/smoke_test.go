@@ -1,6 +1,8 @@
 package bench
 
 import (
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -56,6 +58,26 @@ func TestSmokeLimit(t *testing.T) {
 		require.NoError(t, err)
 		require.Positive(t, res.Runs[0].OK)
 		require.True(t, res.Audit.OK, "audit: %v", res.Audit.Problems)
+	})
+	t.Run("report", func(t *testing.T) {
+		engine, err := Run(smokeConfig(l.URL(), ScenarioMixed), nil)
+		require.NoError(t, err)
+		ceiling, err := Run(smokeConfig(l.URL(), ScenarioMixed), nil)
+		require.NoError(t, err)
+		dir := t.TempDir()
+		rep := &Report{Command: "ocs-bench test", Machine: MachineFacts("."), Engine: engine, Ceiling: ceiling}
+		path, err := WriteReport(dir, rep)
+		require.NoError(t, err)
+		md, err := os.ReadFile(path)
+		require.NoError(t, err)
+		require.Contains(t, string(md), "of the ceiling")
+		require.Contains(t, string(md), "Audit **passed**")
+		require.InDelta(t, 1, rep.Fraction(), 0.5)
+		for _, f := range []string{"engine-throughput.png", "engine-latency.png", "ceiling-distribution.png"} {
+			st, err := os.Stat(filepath.Join(dir, f))
+			require.NoError(t, err)
+			require.Greater(t, st.Size(), int64(1000), f)
+		}
 	})
 	t.Run("voucher unavailable", func(t *testing.T) {
 		res, err := Run(smokeConfig(l.URL(), ScenarioVoucher), nil)
