@@ -398,6 +398,7 @@ func ruleItems(rs []rule) (items []checkItem, problems []string) {
 // and the sound ones are not. Without this, a checker that never complains
 // would make TestDashboardsAgainstRealPrometheus pass vacuously.
 func TestHarnessReportsBogusMetric(t *testing.T) {
+	t.Parallel()
 	requireTool(t, "prometheus")
 	const exposition = "# TYPE demo_requests_total counter\n" +
 		"demo_requests_total{result=\"ok\"} %d\n" +
