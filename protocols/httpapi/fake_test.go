@@ -30,6 +30,10 @@ type fakeEngine struct {
 	err        error // returned by Execute when set
 	overloaded bool
 	notReady   bool
+	// entered and gate, when set, make Execute signal and then wait: a
+	// request held in flight.
+	entered chan struct{}
+	gate    chan struct{}
 }
 
 func newFakeEngine() *fakeEngine {
@@ -44,6 +48,10 @@ func newFakeEngine() *fakeEngine {
 }
 
 func (e *fakeEngine) Execute(cmd *charging.Command) (charging.Outcome, error) {
+	if e.gate != nil {
+		e.entered <- struct{}{}
+		<-e.gate
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.executed++

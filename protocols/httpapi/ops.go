@@ -401,3 +401,13 @@ func (s *Server) openapi(ctx *fasthttp.RequestCtx, st *reqState, a *args) slot {
 	ctx.Response.SetBodyRaw(openAPI)
 	return slotOf(charging.ResultOK)
 }
+
+// metricsExposition serves GET /metrics through Config.Metrics.
+func (s *Server) metricsExposition(ctx *fasthttp.RequestCtx, st *reqState, a *args) slot {
+	if s.expose == nil {
+		writeProblem(ctx, st, probNotFound, false)
+		return slotError
+	}
+	s.expose(ctx)
+	return slotOf(charging.ResultOK)
+}

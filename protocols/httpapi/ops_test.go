@@ -8,8 +8,10 @@ import (
 
 	"github.com/ocs-engine/ocs/charging"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/stretchr/testify/require"
 	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
 )
 
 func TestProvisionAndRead(t *testing.T) {
@@ -147,6 +149,8 @@ func TestAPIKeysHealthReady(t *testing.T) {
 	require.Equal(t, 200, r.status)
 	require.Equal(t, "3.1.0", r.str(t, "openapi"))
 
+	r = h.do("GET", "/metrics", "", "")
+	require.Equal(t, 404, r.status, "no metrics handler configured")
 	r = h.do("GET", "/nope", keyOps, "")
 	require.Equal(t, 404, r.status)
 	r = h.do("DELETE", "/v1/subscribers/"+msisdn, keyOps, "")
@@ -207,7 +211,8 @@ func TestEngineErrorAndOverload(t *testing.T) {
 func TestRealServer(t *testing.T) {
 	eng := newFakeEngine()
 	reg := prometheus.NewRegistry()
-	srv := New(Config{Engine: eng, Keys: newFakeKeys(), Registerer: reg})
+	srv := New(Config{Engine: eng, Keys: newFakeKeys(), Registerer: reg,
+		Metrics: fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	done := make(chan error, 1)
@@ -245,6 +250,10 @@ func TestRealServer(t *testing.T) {
 	require.Equal(t, 3.0, counterValue(t, reg, "nchf", "charge", "ok"))
 	require.Equal(t, 1.0, counterValue(t, reg, "nchf", "reserve", "forbidden"))
 	require.Equal(t, 0.0, counterValue(t, reg, "tmf", "topup", "insufficient_balance"), "pre-created")
+	sc, metricsBody, err := c.Get(nil, base+"/metrics")
+	require.NoError(t, err)
+	require.Equal(t, 200, sc)
+	require.Contains(t, string(metricsBody), `ocs_requests_total{interface="nchf",operation="charge",result="ok"} 3`)
 
 	require.NoError(t, srv.Shutdown())
 	require.NoError(t, <-done)
@@ -273,4 +282,44 @@ func counterValue(t *testing.T, reg *prometheus.Registry, iface, op, result stri
 	}
 	t.Fatalf("no series %s/%s/%s", iface, op, result)
 	return 0
+}
+
+// TestShutdownFinishesInFlight: Shutdown stops accepting but the request
+// already in the engine gets its answer before Shutdown returns.
+func TestShutdownFinishesInFlight(t *testing.T) {
+	eng := newFakeEngine()
+	srv := New(Config{Engine: eng, Keys: newFakeKeys()})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	eng.entered, eng.gate = make(chan struct{}), make(chan struct{})
+
+	status := make(chan int, 1)
+	go func() {
+		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+		req.Header.SetMethod("PUT")
+		req.SetRequestURI("http://" + ln.Addr().String() + "/v1/subscribers/049123456")
+		req.Header.Set("Authorization", "Bearer "+keyOps)
+		if err := (&fasthttp.Client{}).DoTimeout(req, resp, 10*time.Second); err != nil {
+			status <- -1
+			return
+		}
+		status <- resp.StatusCode()
+	}()
+	<-eng.entered
+	stopped := make(chan error, 1)
+	go func() { stopped <- srv.Shutdown() }()
+	select {
+	case <-stopped:
+		t.Fatal("Shutdown returned with a request in flight")
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(eng.gate)
+	require.Equal(t, 201, <-status)
+	require.NoError(t, <-stopped)
+	require.NoError(t, <-served)
+	eng.mu.Lock()
+	defer eng.mu.Unlock()
+	require.Len(t, eng.accounts, 1)
 }

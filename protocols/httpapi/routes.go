@@ -75,6 +75,7 @@ var routes = []*route{
 	{method: "GET", pattern: "/healthz", op: opMeta, handler: (*Server).healthz},
 	{method: "GET", pattern: "/readyz", op: opMeta, handler: (*Server).readyz},
 	{method: "GET", pattern: "/openapi.json", op: opMeta, handler: (*Server).openapi},
+	{method: "GET", pattern: "/metrics", op: opMeta, handler: (*Server).metricsExposition},
 }
 
 func init() {

@@ -55,6 +55,7 @@ type Server struct {
 	log     *slog.Logger
 	clock   func() time.Time
 	tariffs map[charging.RatingGroup]charging.Tariff
+	expose  fasthttp.RequestHandler // GET /metrics
 	m       *metrics
 	srv     *fasthttp.Server
 	states  sync.Pool // *reqState

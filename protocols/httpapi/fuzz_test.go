@@ -1,0 +1,202 @@
+package httpapi
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/ocs-engine/ocs/charging"
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fastjson"
+)
+
+// Every decoder of outside input is fuzzed. Besides "never panics", each
+// checks the decoded values against their limits and that a pooled parser
+// carries nothing from one request to the next: the input is first decoded
+// split (a prefix), then whole, and must equal a fresh decode (the nats
+// parser fuzz splits its input the same way to catch carried state).
+
+func fuzzSplit(data []byte, split uint) []byte {
+	if len(data) == 0 {
+		return data
+	}
+	return data[:int(split%uint(len(data)+1))]
+}
+
+// snapshot renders a decode result to a string so that it can be compared
+// after the parser's memory has been reused.
+func snapshot(v any, p problem) string {
+	return fmt.Sprintf("%+v|%s|%s|%d", v, p.code, p.detail, p.status)
+}
+
+func checkProblem(t *testing.T, p problem) {
+	if p.ok() {
+		return
+	}
+	if p.status < 400 || p.status > 599 || p.detail == "" || strings.ContainsAny(p.code, " \"") {
+		t.Fatalf("bad problem %+v", p)
+	}
+}
+
+func FuzzChargingDataRequest(f *testing.F) {
+	f.Add([]byte(smsBody(1, msisdn)), uint(10), true)
+	f.Add([]byte(sessionBody(2, 1, `"time":300`, `"time":60,"totalVolume":5`)), uint(0), false)
+	f.Add([]byte(`{"multipleUnitUsage":[{"ratingGroup":1,"usedUnitContainer":[{"uplinkVolume":18446744073709551615,"downlinkVolume":1}]}]}`), uint(3), false)
+	f.Add([]byte(`{"subscriberIdentifier":"msisdn-+383 49 123 456","invocationSequenceNumber":4294967296}`), uint(7), true)
+	f.Fuzz(func(t *testing.T, data []byte, split uint, create bool) {
+		var fresh, reused fastjson.Parser
+		d, p := decodeChargingData(&fresh, data, create)
+		want := snapshot(d, p)
+		checkProblem(t, p)
+		if p.ok() {
+			if create && d.subscriber == 0 {
+				t.Fatal("create accepted without a subscriber")
+			}
+			if d.requested > charging.UnitsMax+1 || d.used > charging.UnitsMax+1 {
+				t.Fatalf("units beyond saturation: %+v", d)
+			}
+			if _, err := charging.ParseMSISDN(d.subscriber.String()); create && err != nil {
+				t.Fatalf("subscriber %d does not round-trip", d.subscriber)
+			}
+		}
+		decodeChargingData(&reused, fuzzSplit(data, split), create)
+		if got := snapshot(decodeChargingData(&reused, data, create)); got != want {
+			t.Fatalf("reused parser: %s, fresh: %s", got, want)
+		}
+	})
+}
+
+func FuzzTopupBalance(f *testing.F) {
+	f.Add([]byte(topupBody(msisdn, "5.005")), uint(4))
+	f.Add([]byte(topupBody("049123456", `"1e1"`)), uint(40))
+	f.Add([]byte(`{"partyAccount":{"id":"+38349123456"},"amount":{"amount":-0.0001},"channel":{"name":"bank"},"@x":1}`), uint(1))
+	f.Fuzz(func(t *testing.T, data []byte, split uint) {
+		fuzzBalanceChange(t, decodeTopUp, data, split)
+	})
+}
+
+func FuzzAdjustBalance(f *testing.F) {
+	f.Add([]byte(`{"partyAccount":{"id":"38349123456"},"amount":{"amount":"-0.5","units":"EUR"},"reason":"ticket 7"}`), uint(9))
+	f.Fuzz(func(t *testing.T, data []byte, split uint) {
+		fuzzBalanceChange(t, decodeAdjust, data, split)
+	})
+}
+
+func fuzzBalanceChange(t *testing.T, decode func(*fastjson.Parser, []byte) (balanceChange, problem), data []byte, split uint) {
+	var fresh, reused fastjson.Parser
+	c, p := decode(&fresh, data)
+	want := snapshot(c, p)
+	checkProblem(t, p)
+	if p.ok() {
+		if c.amount > charging.BalanceMax || c.amount < -charging.BalanceMax || c.subscriber == 0 || c.channel == 0 {
+			t.Fatalf("accepted out of range: %+v", c)
+		}
+		// The amount printed back parses to the same value: exact.
+		if back, err := charging.ParseAmount(c.amount.String()); err != nil || back != c.amount {
+			t.Fatalf("amount %d prints as %s", c.amount, c.amount)
+		}
+	}
+	decode(&reused, fuzzSplit(data, split))
+	if got := snapshot(decode(&reused, data)); got != want {
+		t.Fatalf("reused parser: %s, fresh: %s", got, want)
+	}
+}
+
+func FuzzProvision(f *testing.F) {
+	f.Add([]byte(`{"balance":"5.00","validUntil":"2026-12-31T23:59:59Z"}`), uint(3))
+	f.Add([]byte(``), uint(0))
+	f.Fuzz(func(t *testing.T, data []byte, split uint) {
+		var fresh, reused fastjson.Parser
+		pv, p := decodeProvision(&fresh, data)
+		want := snapshot(pv, p)
+		checkProblem(t, p)
+		if p.ok() && (pv.balance > charging.BalanceMax || pv.balance < -charging.BalanceMax || pv.validUntil < 0) {
+			t.Fatalf("accepted out of range: %+v", pv)
+		}
+		decodeProvision(&reused, fuzzSplit(data, split))
+		if got := snapshot(decodeProvision(&reused, data)); got != want {
+			t.Fatalf("reused parser: %s, fresh: %s", got, want)
+		}
+	})
+}
+
+func FuzzRefund(f *testing.F) {
+	f.Add([]byte(`{"transactionId":"38349123456-7","amount":"0.05"}`), uint(5))
+	f.Fuzz(func(t *testing.T, data []byte, split uint) {
+		var fresh, reused fastjson.Parser
+		r, p := decodeRefund(&fresh, data, 38349123456)
+		want := snapshot(r, p)
+		checkProblem(t, p)
+		if p.ok() && (r.seq == 0 || r.amount < 0 || r.amount > charging.BalanceMax) {
+			t.Fatalf("accepted out of range: %+v", r)
+		}
+		decodeRefund(&reused, fuzzSplit(data, split), 38349123456)
+		if got := snapshot(decodeRefund(&reused, data, 38349123456)); got != want {
+			t.Fatalf("reused parser: %s, fresh: %s", got, want)
+		}
+	})
+}
+
+// FuzzParseRef: an accepted reference is canonical, the very text
+// appendRef writes, so one session has one reference and one key space.
+func FuzzParseRef(f *testing.F) {
+	for _, s := range []string{"38349123456-1", "38349123456-4294967295", "038349123456-1", "1-1", "38349123456-01"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		id, s, ok := parseRef(data)
+		if ok && !bytes.Equal(appendRef(nil, id, s), data) {
+			t.Fatalf("%q accepted as %d-%d", data, id, s)
+		}
+	})
+}
+
+func FuzzParseTxID(f *testing.F) {
+	for _, s := range []string{"38349123456-7", "38349123456-18446744073709551615", "38349123456-0", "x-1"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		id, seq, ok := parseTxID(data)
+		if ok && !bytes.Equal(appendTxID(nil, id, seq), data) {
+			t.Fatalf("%q accepted as %d-%d", data, id, seq)
+		}
+	})
+}
+
+// FuzzHandler drives the whole handler: any method, path, query, key and
+// body is answered with JSON: a success or a problem document whose status
+// is the response's.
+func FuzzHandler(f *testing.F) {
+	f.Add("POST", nchfBase, keyNetwork, smsBody(1, msisdn))
+	f.Add("POST", nchfBase+"/38349123456-1/update", keyNetwork, sessionBody(1, 1, `"time":1`, `"time":1`))
+	f.Add("POST", topupPath, keyChannel, topupBody(msisdn, "5"))
+	f.Add("PUT", "/v1/subscribers/049123456", keyOps, `{"balance":"1"}`)
+	f.Add("GET", "/v1/subscribers/049123456/transactions?before=3&limit=2", keyOps, ``)
+	f.Add("POST", "/v1/subscribers/049123456/refunds", keyOps, `{"transactionId":"38349123456-1"}`)
+	f.Add("GET", tmfBase+"/bucket?partyAccount.id=049123456", keyChannel, ``)
+	eng := newFakeEngine()
+	srv := New(Config{Engine: eng, Keys: newFakeKeys(), Tariffs: charging.DemoTariffs()})
+	h := srv.Handler()
+	f.Fuzz(func(t *testing.T, method, uri, token, body string) {
+		var ctx fasthttp.RequestCtx
+		ctx.Request.Header.SetMethod(method)
+		ctx.Request.SetRequestURI(uri)
+		ctx.Request.Header.Set("Authorization", "Bearer "+token)
+		ctx.Request.Header.Set("Idempotency-Key", "fuzz")
+		ctx.Request.SetBodyString(body)
+		h(&ctx)
+		sc := ctx.Response.StatusCode()
+		out := ctx.Response.Body()
+		if sc == 204 {
+			return
+		}
+		v, err := fastjson.ParseBytes(out)
+		if err != nil {
+			t.Fatalf("%d %s: not JSON: %q", sc, uri, out)
+		}
+		if sc >= 400 && (v.GetInt("status") != sc || len(v.GetStringBytes("code")) == 0) {
+			t.Fatalf("%d: bad problem %s", sc, out)
+		}
+	})
+}
