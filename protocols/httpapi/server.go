@@ -68,6 +68,9 @@ type reqState struct {
 	parser fastjson.Parser
 	cmd    charging.Command
 	buf    []byte
+	// args lives here rather than on handle's stack: passed to a handler
+	// through a function value, it would escape and cost an allocation.
+	args args
 	// lost is set when the engine did not answer: it may still hold cmd,
 	// so the state must not be reused.
 	lost bool
@@ -161,10 +164,11 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	if s.m != nil {
 		start = time.Now()
 	}
-	var a args
-	r, methodOK := match(ctx.Path(), ctx.Method(), &a.params)
 	st := s.states.Get().(*reqState)
 	st.buf = st.buf[:0]
+	st.args = args{}
+	a := &st.args
+	r, methodOK := match(ctx.Path(), ctx.Method(), &a.params)
 	var sl slot
 	switch {
 	case r == nil:
@@ -176,7 +180,7 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		writeProblem(ctx, st, probMethod, false)
 	default:
 		a.op = r.op
-		sl = s.run(ctx, st, r, &a)
+		sl = s.run(ctx, st, r, a)
 	}
 	if s.m != nil && r != nil {
 		if a.op == 0 {
@@ -187,6 +191,7 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	}
 	if !st.lost {
 		st.cmd = charging.Command{}
+		st.args = args{} // drop references to this request's bytes
 		s.states.Put(st)
 	}
 }
