@@ -96,6 +96,18 @@ func (m *memStore) Commit(changes []charging.Change) error {
 	return nil
 }
 
+// Apply commits at once: the pipeline's ordering holds trivially.
+func (m *memStore) Apply(changes []charging.Change) (Pending, error) {
+	if err := m.Commit(changes); err != nil {
+		return nil, err
+	}
+	return donePending{}, nil
+}
+
+type donePending struct{}
+
+func (donePending) Wait() error { return nil }
+
 func (m *memStore) History(id charging.SubscriberID, beforeSeq uint64, limit int) ([]charging.Entry, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()

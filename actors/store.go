@@ -2,6 +2,12 @@ package actors
 
 import "github.com/ocs-engine/ocs/charging"
 
+// Pending is an applied batch whose fsync may be in flight.
+type Pending interface {
+	// Wait blocks until the batch is durable; call it exactly once.
+	Wait() error
+}
+
 // Store is the durable state the engine needs. *storage.Store implements
 // it; cmd/ocs wires the two together so that neither package imports the
 // other. Every method is safe for concurrent use.
@@ -18,6 +24,11 @@ type Store interface {
 	// engine stops, so that what was acknowledged is always a prefix of
 	// what is on disk.
 	Commit(changes []charging.Change) error
+	// Apply writes changes like Commit but returns once they are applied
+	// (visible, in the write-ahead log) and before their fsync; Pending.Wait
+	// returns once they are durable. Batches become durable in Apply order.
+	// A nil Pending with a nil error means there was nothing to write.
+	Apply(changes []charging.Change) (Pending, error)
 	// History returns up to limit entries of id with Seq < beforeSeq
 	// (0: from the newest), newest first.
 	History(id charging.SubscriberID, beforeSeq uint64, limit int) ([]charging.Entry, error)

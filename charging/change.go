@@ -2,8 +2,11 @@ package charging
 
 // RequestRecord is what the engine remembers of a request key: enough to
 // tell a retry (same Fingerprint: answer Outcome again) from a reused key
-// (another Fingerprint: ResultRequestKeyReused). Only accepted commands are
-// recorded: a refusal changed nothing, so a retry is simply evaluated again.
+// (another Fingerprint: ResultRequestKeyReused). Every command that changed
+// the account is recorded, whatever its Result: an update that debits usage
+// and then refuses more quota changed the balance, and its retry must not
+// debit again. A refusal that changed nothing is not recorded: its retry is
+// simply evaluated again.
 type RequestRecord struct {
 	Fingerprint uint64
 	Kind        Kind

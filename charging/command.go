@@ -353,7 +353,13 @@ func (a *Account) grant(cfg *Config, t *Tariff, r *Reservation, requested uint64
 // Usage beyond the grant is charged as far as the balance goes: the network
 // overran, and the balance never goes negative.
 func (a *Account) debitUsed(t *Tariff, r *Reservation, used uint64, now int64, eff *Effect) {
-	cost := t.Cost(r.Used+used) - t.Cost(r.Used)
+	before := t.Cost(r.Used)
+	cost := t.Cost(r.Used+used) - before
+	if before > BalanceMax && used > 0 {
+		// Both costs are capped, so their difference says nothing: the
+		// session is beyond any balance and the cap below takes all there is.
+		cost = BalanceMax + 1
+	}
 	r.Reserved = 0
 	r.Granted = 0
 	r.Used += used

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ocs-engine/ocs/actors"
+	"github.com/ocs-engine/ocs/charging"
 	"github.com/ocs-engine/ocs/protocols/httpapi"
 	"github.com/ocs-engine/ocs/storage"
 	"github.com/prometheus/client_golang/prometheus"
@@ -63,7 +64,7 @@ func serve(args []string) error {
 	}
 
 	engine, err := actors.Start(actors.Config{
-		Store: store, Charging: &cfg, Logger: log, Registerer: reg,
+		Store: engineStore{store}, Charging: &cfg, Logger: log, Registerer: reg,
 		InflightMax: engineCfg.InflightMax, IdleAfter: time.Duration(engineCfg.IdleAfterSecs) * time.Second,
 	})
 	if err != nil {
@@ -151,3 +152,16 @@ func (k keys) Role(token []byte) (httpapi.Role, bool) {
 }
 
 func (k keys) Issue(role httpapi.Role) (string, error) { return k.s.IssueKey(uint8(role)) }
+
+// engineStore adapts *storage.Store to actors.Store: the two packages never
+// import each other, so Apply's concrete *storage.Pending becomes the
+// actors.Pending interface here.
+type engineStore struct{ *storage.Store }
+
+func (s engineStore) Apply(changes []charging.Change) (actors.Pending, error) {
+	p, err := s.Store.Apply(changes)
+	if p == nil {
+		return nil, err
+	}
+	return p, err
+}
