@@ -103,6 +103,7 @@ type request struct {
 	cmd   charging.Command
 	entry *entry
 	reply chan reply
+	timer *time.Timer // bounds the wait; reused, as a new timer per call allocates
 }
 
 type reply struct {
@@ -156,6 +157,7 @@ func Start(cfg Config) (*Engine, error) {
 	e.dispatcher = newWorkerDispatcher(cfg.Workers, mailboxThroughput)
 	e.props = actor.PropsFromProducer(func() actor.Actor { return &subscriber{engine: e} },
 		actor.WithDispatcher(e.dispatcher),
+		actor.WithMailbox(newMailbox),
 		actor.WithSupervisor(failEngine{e}))
 	e.committer = newCommitter(e, cfg.InflightMax+directoryShards)
 	go e.committer.run()
@@ -180,18 +182,23 @@ func (e *Engine) Execute(cmd *charging.Command) (charging.Outcome, error) {
 	req.cmd = *cmd
 	e.deliver(req)
 	var r reply
-	timer := time.NewTimer(requestTimeoutMax)
+	if req.timer == nil {
+		req.timer = time.NewTimer(requestTimeoutMax)
+	} else {
+		req.timer.Reset(requestTimeoutMax)
+	}
 	select {
 	case r = <-req.reply:
-		timer.Stop()
+		req.timer.Stop()
 		req.entry = nil
 		req.cmd = charging.Command{}
 		e.requests.Put(req)
-	case <-timer.C:
+	case <-req.timer.C:
 		// The actor may still answer into req: leave it to the garbage
 		// collector rather than reuse it.
 		r.err = ErrTimeout
 	case <-e.failed:
+		req.timer.Stop()
 		r.err = ErrStopped
 	}
 	e.inflight.Add(-1)

@@ -15,23 +15,22 @@ var itemPool = sync.Pool{New: func() any { return new(commitItem) }}
 // goroutine at a time (the actor's mailbox run).
 type subscriber struct {
 	engine *Engine
-	loaded bool
-	exists bool
 	// account is ahead of the disk by the changes in pending.
-	account   charging.Account
-	lastState charging.State
+	account charging.Account
 	// pending holds the request records of changes handed to the committer
 	// and not yet durable, oldest first: a retry that arrives before its
 	// original is durable must find it here, since the store cannot.
-	pending   []pendingChange
-	submitted uint64
-	trimmed   uint64
+	pending []pendingChange
+	trimmed uint64
 	// durable counts this actor's changes made durable; the committer
 	// advances it, the actor reads it to trim pending.
 	durable atomic.Uint64
 	// entry and reservationsSeen belong to the command being handled.
 	entry            *entry
-	reservationsSeen int
+	reservationsSeen int32
+	lastState        charging.State
+	loaded           bool
+	exists           bool
 }
 
 type pendingChange struct {
@@ -67,7 +66,7 @@ func (s *subscriber) handle(req *request) {
 	// bookkeeping needs is taken now.
 	kind := cmd.Kind
 	s.entry = req.entry
-	s.reservationsSeen = len(s.account.Reservations)
+	s.reservationsSeen = int32(len(s.account.Reservations))
 	defer func() { e.metrics.actorDuration[kind].Observe(time.Since(start).Seconds()) }()
 	if cmd.Kind == charging.KindProvision {
 		s.provision(req, now)
@@ -215,7 +214,6 @@ func (s *subscriber) finish(req *request, cmd *charging.Command, out charging.Ou
 		p.refundOf = eff.Entry.Ref
 	}
 	s.pending = append(s.pending, p)
-	s.submitted++
 	s.engine.committer.submit(it)
 }
 
@@ -243,7 +241,7 @@ func (s *subscriber) publish() {
 	if s.entry == nil {
 		return
 	}
-	n := len(s.account.Reservations)
+	n := int32(len(s.account.Reservations))
 	if n != s.reservationsSeen {
 		s.engine.metrics.reservations.Add(float64(n - s.reservationsSeen))
 		s.reservationsSeen = n
