@@ -209,3 +209,33 @@ func FuzzParseMix(f *testing.F) {
 		}
 	})
 }
+
+func TestParseTotal(t *testing.T) {
+	for in, want := range map[string]charging.Amount{"2000000.00": charging.Euros(2_000_000), "0": 0,
+		"-1.5": -15_000, "12.3456": 123_456, "922337203685476": charging.Euros(922337203685476)} {
+		got, err := parseTotal(in)
+		require.NoError(t, err, in)
+		require.Equal(t, want, got, in)
+	}
+	for _, bad := range []string{"", "-", ".5", "1.", "1.23456", "1e3", "+1", " 1", "1,000.00", "92233720368547758"} {
+		_, err := parseTotal(bad)
+		require.Error(t, err, bad)
+	}
+}
+
+func FuzzParseTotal(f *testing.F) {
+	f.Add("2000000.00")
+	f.Fuzz(func(t *testing.T, s string) {
+		a, err := parseTotal(s)
+		if err != nil {
+			return
+		}
+		// Within a balance's range both parsers agree.
+		if b, err := charging.ParseAmount(s); err == nil {
+			require.Equal(t, b, a)
+		}
+		back, err := parseTotal(a.String())
+		require.NoError(t, err)
+		require.Equal(t, a, back)
+	})
+}

@@ -118,6 +118,9 @@ func WriteReport(dir string, r *Report) (string, error) {
 	if r.Ceiling != nil {
 		fmt.Fprintf(&b, "\n**Engine throughput: %.1f%% of the ceiling** (%.0f/s vs %.0f/s %s).\n",
 			100*r.Fraction(), headline(r.Engine), headline(r.Ceiling), headlineName(r.Engine))
+		if r.Engine.Config.Rate > 0 && r.Engine.Config.Scenario != ScenarioRamp {
+			b.WriteString("In open loop both servers are offered the same rate, so the fraction reaches 100% whenever both keep up: compare latencies here, and use closed loop (no --rate) or a ramp for the throughput ceiling.\n")
+		}
 	}
 	for _, part := range []struct {
 		name string

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -159,7 +161,7 @@ func (c *Client) Ledger() (charging.Totals, error) {
 	if err != nil {
 		return charging.Totals{}, fmt.Errorf("bench: ledger: %w", err)
 	}
-	owed, err := charging.ParseAmount(string(v.GetStringBytes("owed")))
+	owed, err := parseTotal(string(v.GetStringBytes("owed")))
 	if err != nil {
 		return charging.Totals{}, fmt.Errorf("bench: ledger owed %q: %w", v.GetStringBytes("owed"), err)
 	}
@@ -292,4 +294,32 @@ func (k *conn) nchfSuccess() (bool, error) {
 		return true, nil
 	}
 	return bytes.Equal(mui[0].GetStringBytes("resultCode"), []byte("SUCCESS")), nil
+}
+
+// parseTotal reads a ledger-wide decimal amount, which unlike one balance
+// may exceed charging.BalanceMax, with the same syntax as
+// charging.ParseAmount.
+func parseTotal(s string) (charging.Amount, error) {
+	whole, frac, _ := strings.Cut(s, ".")
+	neg := strings.HasPrefix(whole, "-")
+	whole = strings.TrimPrefix(whole, "-")
+	if whole == "" || len(frac) > 4 || (strings.Contains(s, ".") && frac == "") {
+		return 0, charging.ErrAmountSyntax
+	}
+	for _, c := range whole + frac {
+		if c < '0' || c > '9' {
+			return 0, charging.ErrAmountSyntax
+		}
+	}
+	w, err := strconv.ParseInt(whole, 10, 64)
+	if err != nil || w > math.MaxInt64/int64(charging.AmountPerEuro)-1 {
+		return 0, charging.ErrAmountRange
+	}
+	frac += strings.Repeat("0", 4-len(frac))
+	f, _ := strconv.ParseInt(frac, 10, 64)
+	a := charging.Amount(w)*charging.AmountPerEuro + charging.Amount(f)
+	if neg {
+		a = -a
+	}
+	return a, nil
 }
