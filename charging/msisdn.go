@@ -73,9 +73,12 @@ func ParseMSISDN(s string) (SubscriberID, error) {
 	if len(d) < msisdnDigitsMin || len(d) > msisdnDigitsMax || d[0] == '0' {
 		return 0, ErrMSISDN
 	}
+	// Only the operator's own (Kosovo) numbers are accounts here. A foreign
+	// number would also be printed as bare E.164 digits, and those digits
+	// typed back would read as a national number: another subscriber.
 	// A national significant number never starts with 0 (that is the
 	// trunk prefix): 01000000 is no number.
-	if d[:3] == CountryCode && (len(d) != len(CountryCode)+nationalDigits || d[3] == '0') {
+	if d[:3] != CountryCode || len(d) != len(CountryCode)+nationalDigits || d[3] == '0' {
 		return 0, ErrMSISDN
 	}
 	v, err := strconv.ParseUint(d, 10, 64)

@@ -29,9 +29,6 @@ func TestParseMSISDN(t *testing.T) {
 		// A fixed number without its zero starts with 383: it is national
 		// by its length, not international by its prefix.
 		{"38312345", 38338312345},
-		// A foreign number in international form is E.164 as given.
-		{"+4915112345678", 4915112345678},
-		{"004915112345678", 4915112345678},
 	}
 	for _, c := range accepted {
 		got, err := charging.ParseMSISDN(c.in)
@@ -43,16 +40,20 @@ func TestParseMSISDN(t *testing.T) {
 		"",
 		"+",
 		"0",
-		"4912345",           // 7 national digits: one short
-		"0491234567",        // 10 digits with the zero: one too many
-		"491234567",         // 9 digits without a zero
-		"3834912345",        // 383 + 7
-		"383491234567",      // 383 + 9
-		"+3834912345",       // 383 + 7 with plus
-		"+383491234567",     // 383 + 9 with plus
-		"00383491234567",    // 383 + 9 with 00
-		"+0038349123456",    // plus and 00
-		"+1234567890",       // 10 digits: below E.164 length we accept
+		"4912345",        // 7 national digits: one short
+		"0491234567",     // 10 digits with the zero: one too many
+		"491234567",      // 9 digits without a zero
+		"3834912345",     // 383 + 7
+		"383491234567",   // 383 + 9
+		"+3834912345",    // 383 + 7 with plus
+		"+383491234567",  // 383 + 9 with plus
+		"00383491234567", // 383 + 9 with 00
+		"+0038349123456", // plus and 00
+		"+1234567890",    // 10 digits: below E.164 length we accept
+		// Foreign numbers are no accounts of this operator: printed as bare
+		// digits they would read back as another, national, number.
+		"+4915112345678",
+		"004915112345678",
 		"+1234567890123456", // 16 digits: above E.164
 		" 049123456",        // separator before the first digit
 		"-049123456",
