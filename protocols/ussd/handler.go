@@ -1,0 +1,162 @@
+package ussd
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/ocs-engine/ocs/charging"
+)
+
+// Engine runs the intents of the USSD channel. The lead's actors.Engine
+// (through a small adapter in cmd/ocs) implements it; tests use a fake.
+//
+// key is a request key derived from the gateway request (session, dialled
+// string, caller): a gateway retry carries the same key, so the engine
+// executes it once. A business refusal is a Reply with its Reason; an error
+// means the engine could not answer, and the subscriber is told to retry.
+type Engine interface {
+	// Redeem redeems a scratch card dialled by caller for beneficiary
+	// (storage.Vouchers.Redeem, then the credit, then Complete/Revert).
+	Redeem(ctx context.Context, key string, caller, beneficiary charging.SubscriberID, code charging.VoucherCode) (Reply, error)
+	// PayPackage pays one month of package pkg of the fixed account from
+	// caller's mobile credit: the package price plus the *101# fee, at
+	// most once per calendar month per caller.
+	PayPackage(ctx context.Context, key string, caller charging.SubscriberID, pkg charging.PackageID, account string) (Reply, error)
+	// Inquire returns caller's balance, validity and state.
+	Inquire(ctx context.Context, caller charging.SubscriberID) (Reply, error)
+	// Transfer sends amount from caller to to; the fee is on top.
+	Transfer(ctx context.Context, key string, caller, to charging.SubscriberID, amount charging.Amount) (Reply, error)
+}
+
+// Handler limits.
+const (
+	// InFlightMax bounds intents running at once: beyond it the subscriber
+	// is told the service is busy (a bounded queue, never an unbounded one).
+	InFlightMax = 1024
+	// RequestTimeoutMax bounds one intent: USSD gateways wait about 10 s
+	// for an answer; we answer well within.
+	RequestTimeoutMax = 5 * time.Second
+)
+
+// Options configures a Handler. Zero fields take the defaults.
+type Options struct {
+	Menu *Menu            // nil: DemoMenu()
+	Now  func() time.Time // nil: time.Now
+}
+
+// Handler serves POST /ussd.
+type Handler struct {
+	engine   Engine
+	menu     *Menu
+	now      func() time.Time
+	sessions *sessions
+	inFlight chan struct{}
+}
+
+// NewHandler returns a handler running intents on e.
+func NewHandler(e Engine, opts Options) *Handler {
+	h := &Handler{engine: e, menu: opts.Menu, now: opts.Now,
+		sessions: newSessions(SessionsMax, SessionIdleMax), inFlight: make(chan struct{}, InFlightMax)}
+	if h.menu == nil {
+		h.menu = DemoMenu()
+	}
+	if h.now == nil {
+		h.now = time.Now
+	}
+	return h
+}
+
+// ServeHTTP answers the USSD gateway: form fields sessionId, serviceCode,
+// phoneNumber, networkCode, text; reply text/plain "CON …" or "END …".
+func (h *Handler) ServeHTTP(ctx *fasthttp.RequestCtx) {
+	if string(ctx.Path()) != "/ussd" {
+		ctx.SetStatusCode(fasthttp.StatusNotFound)
+		return
+	}
+	if !ctx.IsPost() {
+		ctx.SetStatusCode(fasthttp.StatusMethodNotAllowed)
+		return
+	}
+	args := ctx.PostArgs()
+	// Copies: fasthttp reuses the request buffers after the handler.
+	sessionID := string(args.Peek("sessionId"))
+	serviceCode := string(args.Peek("serviceCode"))
+	text := string(args.Peek("text"))
+	phone := string(args.Peek("phoneNumber"))
+	ctx.SetContentType("text/plain; charset=utf-8")
+	if len(sessionID) == 0 || len(sessionID) > SessionIDBytesMax || len(serviceCode) == 0 {
+		ctx.SetStatusCode(fasthttp.StatusBadRequest)
+		ctx.SetBodyString("END " + txtSessionMismatch)
+		return
+	}
+	ctx.SetBodyString(h.answer(sessionID, serviceCode, text, phone))
+}
+
+// answer returns the reply body of one request.
+func (h *Handler) answer(sessionID, serviceCode, text, phone string) string {
+	caller, err := charging.ParseMSISDN(phone)
+	if err != nil {
+		return "END " + txtUnknownCaller
+	}
+	now := h.now()
+	sess, ok := h.sessions.touch(sessionID, caller, now)
+	if !ok {
+		return "END " + txtSessionMismatch
+	}
+	input := serviceCode + "\x00" + text
+	if sess.final != "" && sess.input == input {
+		return sess.final // a gateway retry: answered once already
+	}
+	step := h.menu.Parse(serviceCode, text, caller)
+	if step.Intent.Kind == 0 {
+		return step.Body()
+	}
+	body := "END " + h.run(&step.Intent, requestKey(sessionID, input, caller))
+	h.sessions.finish(sessionID, input, body)
+	return body
+}
+
+// requestKey is "U/" + 32 hex digits of SHA-256(session, input, caller):
+// the same gateway request always gets the same key (34 bytes).
+func requestKey(sessionID, input string, caller charging.SubscriberID) string {
+	s := sha256.New()
+	s.Write([]byte(sessionID))
+	s.Write([]byte{0})
+	s.Write([]byte(input))
+	s.Write([]byte{0})
+	s.Write(caller.AppendText(nil))
+	var sum [sha256.Size]byte
+	return "U/" + hex.EncodeToString(s.Sum(sum[:0])[:16])
+}
+
+// run executes in on the engine within the in-flight bound and timeout.
+func (h *Handler) run(in *Intent, key string) string {
+	select {
+	case h.inFlight <- struct{}{}:
+		defer func() { <-h.inFlight }()
+	default:
+		return txtOverloaded
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), RequestTimeoutMax)
+	defer cancel()
+	var r Reply
+	var err error
+	switch in.Kind {
+	case IntentRedeem:
+		r, err = h.engine.Redeem(ctx, key, in.Caller, in.Beneficiary, in.Code)
+	case IntentPay:
+		r, err = h.engine.PayPackage(ctx, key, in.Caller, in.Package, in.Account)
+	case IntentInquire:
+		r, err = h.engine.Inquire(ctx, in.Caller)
+	case IntentTransfer:
+		r, err = h.engine.Transfer(ctx, key, in.Caller, in.To, in.Amount)
+	}
+	if err != nil {
+		return txtUnavailable
+	}
+	return h.menu.Render(in, &r)
+}
