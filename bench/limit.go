@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -127,7 +128,7 @@ func StartLimit(cfg LimitConfig) (*Limit, error) {
 	if cfg.Tariffs == nil {
 		cfg.Tariffs = charging.DemoTariffs()
 	}
-	db, err := pebble.Open(cfg.Dir, &pebble.Options{})
+	db, err := pebble.Open(cfg.Dir, &pebble.Options{Logger: quietLogger{}})
 	if err != nil {
 		return nil, fmt.Errorf("bench: limit: open %s: %w", cfg.Dir, err)
 	}
@@ -559,4 +560,15 @@ func (l *Limit) report(ctx *fasthttp.RequestCtx, id uint64, sid uint32, used uin
 	snap := a.snapshot()
 	sh.mu.Unlock()
 	l.reply(ctx, id, snap, e, ctx.Request.Header.Peek("Idempotency-Key"), status, body)
+}
+
+// quietLogger drops Pebble's informational lines ("Found 0 WALs"), which
+// would interleave with the progress output; errors still stop the run.
+type quietLogger struct{}
+
+func (quietLogger) Infof(string, ...any)         {}
+func (quietLogger) Errorf(f string, args ...any) { fmt.Fprintf(os.Stderr, "pebble: "+f+"\n", args...) }
+func (quietLogger) Fatalf(f string, args ...any) {
+	fmt.Fprintf(os.Stderr, "pebble: "+f+"\n", args...)
+	os.Exit(1)
 }
