@@ -86,7 +86,7 @@ func NewCollector(s *Store) prometheus.Collector {
 	d := func(name, help string) *prometheus.Desc { return prometheus.NewDesc(name, help, nil, nil) }
 	return &collector{
 		s:           s,
-		walBytes:    d("ocs_pebble_wal_bytes", "Physical size of the live write-ahead log files."),
+		walBytes:    d("ocs_pebble_wal_bytes", "Bytes of live data in the write-ahead log: what a restart would replay."),
 		flushes:     d("ocs_pebble_flushes_total", "Memtable flushes since open."),
 		compactions: d("ocs_pebble_compactions_total", "Compactions since open."),
 		l0Files:     d("ocs_pebble_l0_files", "Tables in L0."),
@@ -111,7 +111,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter := func(d *prometheus.Desc, v float64) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v)
 	}
-	gauge(c.walBytes, float64(m.WAL.PhysicalSize))
+	gauge(c.walBytes, float64(m.WAL.Size))
 	counter(c.flushes, float64(m.Flush.Count))
 	counter(c.compactions, float64(m.Compact.Count))
 	gauge(c.l0Files, float64(m.Levels[0].TablesCount))
