@@ -1,0 +1,230 @@
+package storage
+
+// Credit transfers: the durable record that ties the sender's debit and the
+// receiver's credit, which run on two actors and two commits.
+//
+// # Protocol
+//
+//  1. The engine validates (charging.TransferRules.Validate) and checks that
+//     the receiver exists, then Begin writes the record, state pending,
+//     synced, and allocates its ID.
+//  2. Debit the sender amount+fee with request key t.DebitKey() ("T/<id>/d").
+//     Refused (insufficient credit, grace, suspended): Advance(refused);
+//     the subscriber is told why; nothing moved.
+//  3. Advance(debited).
+//  4. Credit the receiver with t.CreditCommand() (key "T/<id>/c", a
+//     ChannelTransfer top-up: no validity). OK: Advance(credited).
+//     Refused (the receiver vanished, balance limit): credit amount+fee
+//     back to the sender with key t.ReverseKey() ("T/<id>/r"), then
+//     Advance(reversed).
+//  5. Recovery, at start before serving: Open() lists every record not in
+//     a final state. Pending: run step 2 again with the same key (the actor
+//     answers a debit made before the crash from its idempotency record,
+//     and makes it now otherwise), and go on. Debited: run step 4 again.
+//
+// Every leg has a key derived from the transfer ID, so re-driving any leg
+// any number of times moves money once: money is conserved to the unit at
+// every crash point, and each leg is in its account's journal.
+//
+// Advance writes with fsync: a lost "credited" would only re-drive an
+// idempotent credit, but the record is also what operations read, and
+// transfers are rare enough that the fsync costs nothing that matters.
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/ocs-engine/ocs/charging"
+)
+
+const (
+	tagTransfer     byte = 0x19 // | id:8 → Transfer
+	tagTransferOpen byte = 0x1A // | id:8 → (empty) index of non-final transfers
+	transferV1      byte = 1
+	transferLen          = 1 + 8 + 8 + 8 + 8 + 8 + 1 + 8
+)
+
+// ErrTransferNotFound is returned for an unknown transfer ID.
+var ErrTransferNotFound = errors.New("storage: no transfer has this id")
+
+// ErrTransferStep is returned for a step the protocol does not allow.
+var ErrTransferStep = errors.New("storage: transfer cannot move to this state")
+
+// Transfers is the transfer record store. Safe for concurrent use.
+type Transfers struct {
+	db    *pebble.DB
+	locks [256]sync.Mutex
+	mu    struct {
+		sync.Mutex
+		next uint64
+	}
+}
+
+// NewTransfers returns the transfer store of s; IDs continue after the
+// highest one stored.
+func NewTransfers(s *Store) (*Transfers, error) { return newTransfers(s.db) }
+
+func newTransfers(db *pebble.DB) (*Transfers, error) {
+	t := &Transfers{db: db}
+	last, err := lastID(db, tagTransfer)
+	t.mu.next = last + 1
+	return t, err
+}
+
+// lastID returns the highest 8-byte ID of table tag, or 0.
+func lastID(db *pebble.DB, tag byte) (uint64, error) {
+	it, err := db.NewIter(&pebble.IterOptions{LowerBound: tableStart(tag), UpperBound: tableStart(tag + 1)})
+	if err != nil {
+		return 0, fmt.Errorf("storage: scan ids: %w", err)
+	}
+	defer it.Close()
+	if !it.Last() {
+		return 0, it.Error()
+	}
+	if k := it.Key(); len(k) == 9 {
+		return binary.BigEndian.Uint64(k[1:]), nil
+	}
+	return 0, fmt.Errorf("%w: id key of %d bytes", ErrCorrupt, len(it.Key()))
+}
+
+func idKey(tag byte, id uint64) []byte {
+	return binary.BigEndian.AppendUint64(appendTable(make([]byte, 0, 9), tag), id)
+}
+
+// Begin is step 1: it records a pending transfer and returns it.
+func (t *Transfers) Begin(from, to charging.SubscriberID, amount, fee charging.Amount, now time.Time) (charging.Transfer, error) {
+	t.mu.Lock()
+	id := t.mu.next
+	t.mu.next++
+	t.mu.Unlock()
+	tr := charging.Transfer{ID: id, From: from, To: to, Amount: amount, Fee: fee, State: charging.TransferPending, Created: now.Unix()}
+	if err := validateTransfer(&tr); err != nil {
+		return tr, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	b := t.db.NewBatch()
+	defer b.Close()
+	_ = b.Set(idKey(tagTransfer, id), appendTransfer(nil, &tr), nil)
+	_ = b.Set(idKey(tagTransferOpen, id), nil, nil)
+	if err := b.Commit(pebble.Sync); err != nil {
+		return tr, fmt.Errorf("storage: begin transfer: %w", err)
+	}
+	return tr, nil
+}
+
+// Get returns transfer id.
+func (t *Transfers) Get(id uint64) (charging.Transfer, error) {
+	v, found, err := getCopy(t.db, idKey(tagTransfer, id))
+	switch {
+	case err != nil:
+		return charging.Transfer{}, fmt.Errorf("storage: read transfer: %w", err)
+	case !found:
+		return charging.Transfer{}, ErrTransferNotFound
+	}
+	return decodeTransfer(v)
+}
+
+// Advance moves transfer id to next (charging.Transfer.Advance decides what
+// is allowed; repeating the current state is a no-op) and returns it.
+func (t *Transfers) Advance(id uint64, next charging.TransferState) (charging.Transfer, error) {
+	mu := &t.locks[id%uint64(len(t.locks))]
+	mu.Lock()
+	defer mu.Unlock()
+	tr, err := t.Get(id)
+	if err != nil {
+		return tr, err
+	}
+	if tr.State == next {
+		return tr, nil
+	}
+	if !tr.Advance(next) {
+		return tr, fmt.Errorf("%w: %v to %v", ErrTransferStep, tr.State, next)
+	}
+	b := t.db.NewBatch()
+	defer b.Close()
+	_ = b.Set(idKey(tagTransfer, id), appendTransfer(nil, &tr), nil)
+	if next.Final() {
+		_ = b.Delete(idKey(tagTransferOpen, id), nil)
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return tr, fmt.Errorf("storage: advance transfer: %w", err)
+	}
+	return tr, nil
+}
+
+// TransferListMax bounds one Open call.
+const TransferListMax = 10_000
+
+// Open lists up to limit transfers not in a final state, oldest first:
+// recovery re-drives each (step 5).
+func (t *Transfers) Open(limit int) ([]charging.Transfer, error) {
+	limit = min(max(limit, 0), TransferListMax)
+	it, err := t.db.NewIter(&pebble.IterOptions{LowerBound: tableStart(tagTransferOpen), UpperBound: tableStart(tagTransferOpen + 1)})
+	if err != nil {
+		return nil, fmt.Errorf("storage: list open transfers: %w", err)
+	}
+	defer it.Close()
+	var out []charging.Transfer
+	for ok := it.First(); ok && len(out) < limit; ok = it.Next() {
+		if len(it.Key()) != 9 {
+			return out, fmt.Errorf("%w: open transfer key", ErrCorrupt)
+		}
+		tr, err := t.Get(binary.BigEndian.Uint64(it.Key()[1:]))
+		if err != nil {
+			return out, err
+		}
+		out = append(out, tr)
+	}
+	return out, it.Error()
+}
+
+func validateTransfer(t *charging.Transfer) error {
+	switch {
+	case t.ID == 0:
+		return errors.New("transfer id 0")
+	case t.From == 0 || t.To == 0 || t.From == t.To:
+		return errors.New("transfer parties")
+	case t.Amount <= 0 || t.Amount > charging.BalanceMax || t.Fee < 0 || t.Fee > charging.BalanceMax:
+		return errors.New("transfer amounts")
+	case !t.State.Valid():
+		return errors.New("transfer state")
+	}
+	return nil
+}
+
+func appendTransfer(b []byte, t *charging.Transfer) []byte {
+	b = append(b, transferV1)
+	b = appendU64(b, t.ID)
+	b = appendU64(b, uint64(t.From))
+	b = appendU64(b, uint64(t.To))
+	b = appendI64(b, int64(t.Amount))
+	b = appendI64(b, int64(t.Fee))
+	b = append(b, byte(t.State))
+	return appendI64(b, t.Created)
+}
+
+func decodeTransfer(v []byte) (charging.Transfer, error) {
+	var t charging.Transfer
+	if len(v) != transferLen || v[0] != transferV1 {
+		return t, fmt.Errorf("%w: transfer of %d bytes", ErrCorrupt, len(v))
+	}
+	r := reader{b: v[1:]}
+	t.ID = r.u64()
+	t.From = charging.SubscriberID(r.u64())
+	t.To = charging.SubscriberID(r.u64())
+	t.Amount = charging.Amount(r.i64())
+	t.Fee = charging.Amount(r.i64())
+	t.State = charging.TransferState(r.u8())
+	t.Created = r.i64()
+	if err := r.done("transfer"); err != nil {
+		return t, err
+	}
+	if err := validateTransfer(&t); err != nil {
+		return t, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	return t, nil
+}

@@ -1,0 +1,142 @@
+package storage
+
+import (
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/stretchr/testify/require"
+
+	"github.com/ocs-engine/ocs/charging"
+)
+
+// ledger stands in for the actors: balances plus idempotency by request key.
+type ledger struct {
+	bal  map[charging.SubscriberID]charging.Amount
+	keys map[string]bool
+}
+
+func (l *ledger) move(key string, id charging.SubscriberID, delta charging.Amount) bool {
+	if l.keys[key] {
+		return true // replayed
+	}
+	if l.bal[id]+delta < 0 {
+		return false
+	}
+	l.bal[id] += delta
+	l.keys[key] = true
+	return true
+}
+
+// drive runs the protocol from tr's state, stopping after `steps` store
+// writes (a crash) when steps >= 0.
+func drive(t *testing.T, ts *Transfers, l *ledger, tr charging.Transfer, steps int) {
+	t.Helper()
+	write := func(next charging.TransferState) bool {
+		if steps == 0 {
+			return false
+		}
+		steps--
+		var err error
+		tr, err = ts.Advance(tr.ID, next)
+		require.NoError(t, err)
+		return true
+	}
+	if tr.State == charging.TransferPending {
+		if !l.move(tr.DebitKey(), tr.From, -(tr.Amount + tr.Fee)) {
+			write(charging.TransferRefused)
+			return
+		}
+		if !write(charging.TransferDebited) {
+			return
+		}
+	}
+	if tr.State == charging.TransferDebited {
+		if l.move(tr.CreditKey(), tr.To, tr.Amount) {
+			write(charging.TransferCredited)
+			return
+		}
+		l.move(tr.ReverseKey(), tr.From, tr.Amount+tr.Fee)
+		write(charging.TransferReversed)
+	}
+}
+
+func TestTransferCrashAtEveryStepConservesMoney(t *testing.T) {
+	const a, b charging.SubscriberID = 38344000001, 38349000002
+	for steps := 0; steps <= 2; steps++ {
+		for _, amount := range []charging.Amount{charging.Euros(3), charging.Euros(50)} { // 50: refused
+			dir := t.TempDir()
+			s, err := Open(dir, Options{})
+			require.NoError(t, err)
+			ts, err := NewTransfers(s)
+			require.NoError(t, err)
+			l := &ledger{bal: map[charging.SubscriberID]charging.Amount{a: charging.Euros(10), b: charging.Euros(1)}, keys: map[string]bool{}}
+			tr, err := ts.Begin(a, b, amount, 10*charging.AmountPerCent, vchNow)
+			require.NoError(t, err)
+			drive(t, ts, l, tr, steps)
+			// Crash: reopen, recover every open transfer, twice (recovery
+			// itself may be interrupted and run again).
+			require.NoError(t, s.Close())
+			s, err = Open(dir, Options{})
+			require.NoError(t, err)
+			ts, err = NewTransfers(s)
+			require.NoError(t, err)
+			for range 2 {
+				open, err := ts.Open(10)
+				require.NoError(t, err)
+				for _, o := range open {
+					drive(t, ts, l, o, -1)
+				}
+			}
+			open, err := ts.Open(10)
+			require.NoError(t, err)
+			require.Empty(t, open)
+			got, err := ts.Get(tr.ID)
+			require.NoError(t, err)
+			total := l.bal[a] + l.bal[b]
+			switch got.State {
+			case charging.TransferCredited:
+				require.Equal(t, charging.Euros(11)-tr.Fee, total)
+				require.Equal(t, charging.Euros(1)+amount, l.bal[b])
+			case charging.TransferRefused:
+				require.Equal(t, charging.Euros(11), total)
+			default:
+				t.Fatalf("steps %d: final state %v", steps, got.State)
+			}
+			// IDs continue after a reopen.
+			next, err := ts.Begin(a, b, charging.Euros(1), 0, vchNow)
+			require.NoError(t, err)
+			require.Equal(t, tr.ID+1, next.ID)
+			require.NoError(t, s.Close())
+		}
+	}
+}
+
+func TestTransferAdvanceRefusesSkips(t *testing.T) {
+	s, err := Open("", Options{FS: vfs.NewMem()})
+	require.NoError(t, err)
+	defer s.Close()
+	ts, err := NewTransfers(s)
+	require.NoError(t, err)
+	tr, err := ts.Begin(38344000001, 38349000002, charging.Euros(1), 0, vchNow)
+	require.NoError(t, err)
+	_, err = ts.Advance(tr.ID, charging.TransferCredited)
+	require.ErrorIs(t, err, ErrTransferStep, "a credit before the debit")
+	_, err = ts.Advance(999, charging.TransferDebited)
+	require.ErrorIs(t, err, ErrTransferNotFound)
+	_, err = ts.Begin(38344000001, 38344000001, charging.Euros(1), 0, vchNow)
+	require.ErrorIs(t, err, ErrInvalid)
+}
+
+func FuzzDecodeTransfer(f *testing.F) {
+	tr := charging.Transfer{ID: 1, From: 38344000001, To: 38349000002, Amount: charging.Euros(2), Fee: 1000, State: charging.TransferDebited, Created: 5}
+	f.Add(appendTransfer(nil, &tr))
+	f.Fuzz(func(t *testing.T, v []byte) {
+		for i := 0; i < len(v); i++ {
+			_, _ = decodeTransfer(v[:i])
+		}
+		if got, err := decodeTransfer(v); err == nil {
+			require.NoError(t, validateTransfer(&got))
+			require.Equal(t, v, appendTransfer(nil, &got))
+		}
+	})
+}
