@@ -42,6 +42,11 @@ const (
 	workersDefault = 8
 	// mailboxThroughput is messages per mailbox run before yielding.
 	mailboxThroughput = 64
+	// ActorsMaxDefault bounds subscriber actors in memory (≈ 0.9 KiB each,
+	// so ≈ 1.7 GiB): past it the sweeper passivates every idle actor, not
+	// only those idle for IdleAfter. DESIGN.md: one actor per subscriber for
+	// all 10M would take ≈ 7 GB; only active subscribers may live as actors.
+	ActorsMaxDefault = 2_000_000
 )
 
 // The committer's queue holds every in-flight command at most once, plus
@@ -60,6 +65,7 @@ type Config struct {
 	InflightMax int           // 0: InflightMaxDefault
 	IdleAfter   time.Duration // 0: IdleAfterDefault
 	Workers     int           // 0: workersDefault
+	ActorsMax   int           // 0: ActorsMaxDefault
 }
 
 // ErrStopped is returned by Execute once the engine stops or has failed.
@@ -137,6 +143,9 @@ func Start(cfg Config) (*Engine, error) {
 	}
 	if cfg.Workers <= 0 {
 		cfg.Workers = workersDefault
+	}
+	if cfg.ActorsMax <= 0 {
+		cfg.ActorsMax = ActorsMaxDefault
 	}
 	e := &Engine{
 		cfg:         cfg,

@@ -302,3 +302,30 @@ func TestStopAnswersEverythingInFlight(t *testing.T) {
 	a, _, _ := store.LoadAccount(id)
 	require.Equal(t, charging.Euros(10)-charging.Amount(acked.Load())*5*charging.AmountPerCent, a.Balance)
 }
+
+func TestProvisionedActorsLeaveAtTheNextSweep(t *testing.T) {
+	store := newMemStore()
+	e, _ := startEngine(t, store)
+	for i := 0; i < 50; i++ {
+		provision(t, e, charging.SubscriberID(38349300000+i), charging.Euros(1))
+	}
+	exec(t, e, sms(38349300000, "busy")) // used after provisioning: stays
+	require.Equal(t, int64(50), e.ActiveActors())
+	e.sweepOnce()
+	require.Equal(t, int64(1), e.ActiveActors(), "bulk provisioning must not keep actors for IdleAfter")
+}
+
+func TestActorsOverTheBoundArePassivatedWhenIdle(t *testing.T) {
+	store := newMemStore()
+	e, _ := startEngine(t, store, func(c *Config) { c.ActorsMax = 10 })
+	for i := 0; i < 30; i++ {
+		id := charging.SubscriberID(38349400000 + i)
+		store.accounts[id] = charging.Account{ID: id, Balance: charging.Euros(1), ValidUntil: t0.Unix() + 86400}
+		exec(t, e, charging.Command{Kind: charging.KindInquire, Subscriber: id})
+	}
+	require.Equal(t, int64(30), e.ActiveActors())
+	e.sweepOnce()
+	require.Equal(t, int64(0), e.ActiveActors(), "over ActorsMax every idle actor goes")
+	out := exec(t, e, charging.Command{Kind: charging.KindInquire, Subscriber: 38349400007})
+	require.Equal(t, charging.Euros(1), out.Balance)
+}

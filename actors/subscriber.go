@@ -133,6 +133,10 @@ func (s *subscriber) provision(req *request, now time.Time) {
 	}
 	s.account, s.exists = a, true
 	s.lastState = out.State
+	// Provisioning comes in bulk (a million subscribers at a time) and is
+	// rarely followed at once by traffic: the actor may be passivated at the
+	// next sweep instead of holding memory for IdleAfter.
+	s.entry.lastUsed.Store(0)
 	s.finish(req, &req.cmd, out, eff, false)
 }
 

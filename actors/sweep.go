@@ -45,6 +45,10 @@ func (e *Engine) sweep() {
 func (e *Engine) sweepOnce() {
 	now := e.clock.Now().Unix()
 	idleBefore := now - int64(e.cfg.IdleAfter/time.Second)
+	if e.dir.active.Load() > int64(e.cfg.ActorsMax) {
+		// Over the bound: every idle actor goes, however recently used.
+		idleBefore = now
+	}
 	var stop []*actor.PID
 	var expire []charging.SubscriberID
 	for i := range e.dir.shards {
