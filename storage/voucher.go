@@ -165,6 +165,7 @@ type Vouchers struct {
 	// guardLocks serialise read-modify-write of one caller's guard. Never
 	// held together with locks (no lock order to respect).
 	guardLocks [voucherLockStripes]sync.Mutex
+	generating sync.Mutex // one Generate at a time
 	batches    struct {
 		sync.RWMutex
 		m map[uint32]VoucherBatch
