@@ -41,7 +41,8 @@ func usage() {
 	fmt.Fprint(os.Stderr, `usage:
   ocs serve [--data DIR] [--listen ADDR] [--config FILE]
       run the engine (defaults: --data ./data --listen 127.0.0.1:8080, demo configuration)
-      env OCS_BOOTSTRAP_KEY: the ops API key; without it a key is made and printed on first start
+      env OCS_BOOTSTRAP_KEY: the ops API key (16 to 256 bytes); without it a key is made and
+      printed once on the first start of a new data directory
   ocs config
       print the embedded demo configuration, a starting point for --config
 `)
