@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -26,6 +27,13 @@ const (
 	// enough for the index and filter blocks of about 10M accounts plus
 	// their idempotency records, so that a miss costs no disk read.
 	CacheBytesDefault int64 = 128 << 20
+	// memTableReserveBytes is added to the block cache: Pebble charges
+	// every memtable's memory to the block cache, and without this the
+	// queued memtables (up to memTableStopWrites of them) can take all of
+	// it. Measured: with a 128 MiB cache and 64 MiB memtables nothing was
+	// cached at all and every lookup read its filter block from disk
+	// (58 µs per idempotency miss instead of a few).
+	memTableReserveBytes int64 = memTableBytes * memTableStopWrites
 	// pendingFreeMax bounds the pooled batches kept for reuse: a committer
 	// pipelines a handful at most; beyond that a batch is dropped to GC.
 	pendingFreeMax = 8
@@ -61,7 +69,8 @@ const (
 
 // Options configures Open. The zero value is a disk store with defaults.
 type Options struct {
-	// CacheBytes is the block cache size; 0 means CacheBytesDefault.
+	// CacheBytes is the block cache size; 0 means CacheBytesDefault. The
+	// memtables' memory (up to 256 MiB) comes on top.
 	CacheBytes int64
 	// FS is the file system; nil means the disk. Tests pass vfs.NewMem()
 	// or vfs.NewCrashableMem().
@@ -87,6 +96,8 @@ type Store struct {
 	cache   *pebble.Cache
 	log     *slog.Logger
 	metrics *storeMetrics // nil: no metrics
+
+	lookupOpts pebble.IterOptions // read-only after Open
 
 	// Owned by the committer goroutine.
 	buf     []byte          // value encoding scratch
@@ -129,8 +140,9 @@ func Open(dir string, opts Options) (*Store, error) {
 	if cacheBytes <= 0 {
 		cacheBytes = CacheBytesDefault
 	}
-	s := &Store{log: log, cache: pebble.NewCache(cacheBytes)}
+	s := &Store{log: log, cache: pebble.NewCache(cacheBytes + memTableReserveBytes)}
 	s.keys.roles = make(map[[32]byte]uint8)
+	s.lookupOpts.UseL6Filters = true
 	po := pebbleOptions(s.cache, opts.FS, log)
 	db, err := pebble.Open(dir, po)
 	s.cache.Unref() // the DB holds its own reference until Close
@@ -274,19 +286,27 @@ func (s *Store) LookupRequest(id charging.SubscriberID, key string) (r charging.
 			id, ErrInvalid, len(key), charging.RequestKeyBytesMax)
 	}
 	var kb [requestKeyMax]byte
-	v, closer, err := s.db.Get(appendRequestKey(kb[:0], id, key))
-	if errors.Is(err, pebble.ErrNotFound) {
-		return r, false, nil
-	}
+	k := appendRequestKey(kb[:0], id, key)
+	// Most keys looked up are new. DB.Get skips the bloom filters of the
+	// last level (where most records live once compacted) and so searches
+	// a data block for every miss; a prefix seek with UseL6Filters stops
+	// at the filter. BenchmarkLookupRequestMiss (1M keys, loaded 2-core
+	// box): 2.6–5.4 µs and 1 alloc here against 7.3 µs and 4 allocs.
+	it, err := s.db.NewIter(&s.lookupOpts)
 	if err != nil {
 		return r, false, fmt.Errorf("storage: lookup request %d: %w", id, err)
 	}
-	r, err = decodeRequest(v)
-	_ = closer.Close()
-	if err != nil {
-		return r, false, fmt.Errorf("storage: lookup request %d: %w", id, err)
+	if it.SeekPrefixGE(k) && bytes.Equal(it.Key(), k) {
+		r, err = decodeRequest(it.Value())
+		found = err == nil
 	}
-	return r, true, nil
+	if cerr := it.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return charging.RequestRecord{}, false, fmt.Errorf("storage: lookup request %d: %w", id, err)
+	}
+	return r, found, nil
 }
 
 // LookupEntry returns journal entry seq of id, and whether a refund of it
