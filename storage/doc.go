@@ -43,6 +43,15 @@
 // buffers and keep running totals without locks. Totals and API key roles
 // are served from memory.
 //
+// # Tuning
+//
+// Pebble is set up for many small synced writes and point reads that
+// mostly miss (store.go says why for each number): 64 MiB memtables,
+// shallow L0, 10-bit bloom filters on every level, and idempotency lookups
+// done as prefix seeks so that the last level's filters are used too (a
+// plain Get skips them). Memtables are charged to the block cache by
+// Pebble, so the cache is sized CacheBytes plus the memtables' maximum.
+//
 // # Crash guarantees
 //
 // A Commit writes all its changes and the updated totals in one Pebble

@@ -21,7 +21,6 @@ const (
 	tagRequest  byte = 0x03 // | sub:8 | key bytes     → RequestRecord
 	tagRefunded byte = 0x04 // | sub:8 | seq:8         → refund marker
 	tagMeta     byte = 0x05 // | name                  → totals, API keys, schema
-	tagEnd      byte = 0x06 // first tag past ours: upper bound of Check's scan
 )
 
 // Meta record names.
