@@ -16,11 +16,21 @@ const (
 	KindRefund    Kind = 8
 	KindAdjust    Kind = 9
 	KindInquire   Kind = 10 // read balance and state; changes nothing
-	kindCount          = 11
+	// KindTransferOut debits a transfer's amount + fee from its sender
+	// (DebitFor; Ref: the transfer ID).
+	KindTransferOut Kind = 11
+	// KindTransferReverse returns a transfer's amount + fee to its sender
+	// when the receiver's credit was refused (CreditBack; Ref: the
+	// transfer ID).
+	KindTransferReverse Kind = 12
+	// KindPackagePayment debits a *101# payment, package price + fee
+	// (DebitFor; Ref: the payment ID).
+	KindPackagePayment Kind = 13
+	kindCount               = 14
 )
 
 var kindNames = [kindCount]string{"invalid", "provision", "topup", "charge", "reserve", "update",
-	"terminate", "expire", "refund", "adjust", "inquire"}
+	"terminate", "expire", "refund", "adjust", "inquire", "transfer_out", "transfer_reverse", "package_payment"}
 
 // String returns the kind's stable name, used as a metric label.
 func (k Kind) String() string {
@@ -63,7 +73,7 @@ type Command struct {
 	Units       uint64 // charge: units; reserve/update: units requested
 	Used        uint64 // update/terminate: units used since the last report
 	Session     uint32 // update/terminate: the session
-	Ref         uint64 // refund: the Seq of the charge refunded
+	Ref         uint64 // refund: the Seq of the charge refunded; transfer legs, package payment: the record's ID
 	ValidUntil  int64  // provision: validity end, Unix seconds (0: default)
 	Reason      string // adjustment: why, for the audit
 	// Original and OriginalRefunded are filled by the actor for a refund:
@@ -147,6 +157,12 @@ func (a *Account) Apply(cfg *Config, cmd *Command, now time.Time) (Outcome, Effe
 		out.Result = a.adjust(cmd, &eff)
 	case KindInquire:
 		out.Result = ResultOK
+	case KindTransferOut:
+		out.Result = a.DebitFor(cfg, cmd.Amount, EntryTransferOut, cmd.Ref, now, &eff)
+	case KindTransferReverse:
+		out.Result = a.CreditBack(cmd.Amount, EntryTransferIn, cmd.Ref, now, &eff)
+	case KindPackagePayment:
+		out.Result = a.DebitFor(cfg, cmd.Amount, EntryFixedPayment, cmd.Ref, now, &eff)
 	default:
 		panic("charging: unknown command kind")
 	}
@@ -353,13 +369,7 @@ func (a *Account) grant(cfg *Config, t *Tariff, r *Reservation, requested uint64
 // Usage beyond the grant is charged as far as the balance goes: the network
 // overran, and the balance never goes negative.
 func (a *Account) debitUsed(t *Tariff, r *Reservation, used uint64, now int64, eff *Effect) {
-	before := t.Cost(r.Used)
-	cost := t.Cost(r.Used+used) - before
-	if before > BalanceMax && used > 0 {
-		// Both costs are capped, so their difference says nothing: the
-		// session is beyond any balance and the cap below takes all there is.
-		cost = BalanceMax + 1
-	}
+	cost := t.Cost(r.Used+used) - t.Cost(r.Used)
 	r.Reserved = 0
 	r.Granted = 0
 	r.Used += used
@@ -385,7 +395,7 @@ func (a *Account) update(cfg *Config, cmd *Command, now int64, out *Outcome, eff
 	switch {
 	case r == nil:
 		return ResultUnknownSession
-	case cmd.Used > UnitsMax || cmd.Units > UnitsMax:
+	case cmd.Used > UnitsMax || cmd.Units > UnitsMax || r.Used+cmd.Used > UnitsMax:
 		return ResultUnitsAboveMaximum
 	}
 	t := cfg.Tariffs[r.RatingGroup]
@@ -411,7 +421,7 @@ func (a *Account) terminate(cfg *Config, cmd *Command, now int64, out *Outcome, 
 	switch {
 	case r == nil:
 		return ResultUnknownSession
-	case cmd.Used > UnitsMax:
+	case cmd.Used > UnitsMax || r.Used+cmd.Used > UnitsMax:
 		return ResultUnitsAboveMaximum
 	}
 	t := cfg.Tariffs[r.RatingGroup]

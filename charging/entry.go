@@ -12,11 +12,14 @@ const (
 	EntryAdjustment   EntryKind = 6
 	EntryTransferOut  EntryKind = 7
 	EntryTransferIn   EntryKind = 8
-	entryKindCount              = 9
+	// EntryFixedPayment is a *101# payment of a fixed-service package from
+	// mobile credit (price + fee); Ref is the payment ID.
+	EntryFixedPayment EntryKind = 9
+	entryKindCount              = 10
 )
 
 var entryKindNames = [entryKindCount]string{"invalid", "provision", "topup", "charge", "session_debit",
-	"refund", "adjustment", "transfer_out", "transfer_in"}
+	"refund", "adjustment", "transfer_out", "transfer_in", "package_payment"}
 
 // String returns the kind's stable name.
 func (k EntryKind) String() string {
