@@ -5,9 +5,10 @@ import (
 	"time"
 )
 
-// A session whose cumulative usage already costs more than any balance must
-// not turn further usage free: the capped costs' difference is zero.
-func TestUsageBeyondTheCostCapIsNeverFree(t *testing.T) {
+// A session's usage is bounded by UnitsMax in total, so that its cost stays
+// exact: an absurd report takes the whole balance, and a report past the
+// bound is refused, never rated as free.
+func TestSessionUsageIsBoundedAndNeverFree(t *testing.T) {
 	cfg := DemoConfig()
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	a := Account{ID: 38349000001, Balance: Euros(10), ValidUntil: now.Add(Days(30)).Unix()}
@@ -15,15 +16,17 @@ func TestUsageBeyondTheCostCapIsNeverFree(t *testing.T) {
 	if out.Result != ResultOK {
 		t.Fatalf("reserve: %v", out.Result)
 	}
-	// The network reports an absurd usage first (beyond the cap) ...
-	out, _ = a.Apply(&cfg, &Command{Kind: KindUpdate, Key: "u1", Session: out.Session, Used: UnitsMax}, now)
+	session := out.Session
+	out, _ = a.Apply(&cfg, &Command{Kind: KindUpdate, Key: "u1", Session: session, Used: UnitsMax}, now)
 	if a.Balance != 0 {
 		t.Fatalf("usage beyond any balance left %v", a.Balance)
 	}
-	// ... then the subscriber is topped up and the session reports more.
 	a.Apply(&cfg, &Command{Kind: KindTopUp, Key: "t", Channel: ChannelElectronic, Amount: Euros(5)}, now)
-	a.Apply(&cfg, &Command{Kind: KindTerminate, Key: "u2", Session: out.Session, Used: 60}, now)
-	if a.Balance == Euros(5) {
-		t.Fatal("usage after the cost cap was free")
+	out, _ = a.Apply(&cfg, &Command{Kind: KindTerminate, Key: "u2", Session: session, Used: 60}, now)
+	if out.Result != ResultUnitsAboveMaximum {
+		t.Fatalf("usage past UnitsMax in one session: %v, want units_above_maximum", out.Result)
+	}
+	if a.Balance != Euros(5) {
+		t.Fatalf("a refused report changed the balance to %v", a.Balance)
 	}
 }

@@ -1,6 +1,10 @@
 package charging
 
-import "time"
+import (
+	"errors"
+	"fmt"
+	"time"
+)
 
 // Channel is the way a command reached the engine. Stored in the journal and
 // used as a metric label: never renumber, only append.
@@ -149,6 +153,26 @@ func DemoTariffs() map[RatingGroup]Tariff {
 		RatingGroupSMSIncoming: {Name: "sms-incoming", Unit: UnitEvents, Incoming: true,
 			PriceUnits: 1, Increment: 1, DefaultGrant: 1},
 	}
+}
+
+// Validate reports a configuration the rules cannot work with.
+func (c *Config) Validate() error {
+	for rg, t := range c.Tariffs {
+		if err := t.Validate(); err != nil {
+			return fmt.Errorf("rating group %d: %w", rg, err)
+		}
+	}
+	for i := 1; i < len(c.Tiers); i++ {
+		if c.Tiers[i].From <= c.Tiers[i-1].From {
+			return errors.New("validity tiers must ascend by amount")
+		}
+	}
+	for ch := Channel(1); ch < channelCount; ch++ {
+		if p := c.Channels[ch]; p.Enabled && (p.Min <= 0 || p.Max < p.Min || p.Max > BalanceMax) {
+			return fmt.Errorf("channel %s: need 0 < min <= max <= %s", ch, BalanceMax)
+		}
+	}
+	return nil
 }
 
 // ValidityFor returns the validity a top-up of amount buys, or 0 below the

@@ -1,6 +1,9 @@
 package charging
 
-import "math/bits"
+import (
+	"errors"
+	"math/bits"
+)
 
 // RatingGroup selects a tariff, as in Diameter Gy and 5G Nchf.
 type RatingGroup uint32
@@ -48,24 +51,54 @@ func (t *Tariff) Billed(u uint64) uint64 {
 	return t.FirstIncrement + (over+inc-1)/inc*inc
 }
 
+// costMax is where Cost saturates. Validated tariffs (Tariff.Validate) never
+// reach it for any u <= UnitsMax plus a session's increments, so every cost
+// is exact and the difference of two costs is the price of the units
+// between them. (Saturating at BalanceMax instead, as a first version did,
+// made the difference of two saturated costs zero: quota and usage beyond a
+// million euros came free.)
+const costMax Amount = 1 << 62
+
 // Cost returns the price of using u units in total, rounded up to the whole
-// Amount unit. Callers bound u by UnitsMax, so the 128-bit product fits.
+// Amount unit; exact for validated tariffs.
 func (t *Tariff) Cost(u uint64) Amount {
 	if t.Incoming || t.Price <= 0 || u == 0 {
 		return 0
 	}
 	hi, lo := bits.Mul64(t.Billed(u), uint64(t.Price))
 	if hi >= t.PriceUnits {
-		return BalanceMax + 1 // beyond any balance: refused as unaffordable
+		return costMax
 	}
 	q, r := bits.Div64(hi, lo, t.PriceUnits)
 	if r != 0 {
 		q++
 	}
-	if q > uint64(BalanceMax) {
-		return BalanceMax + 1
+	if q >= uint64(costMax) {
+		return costMax
 	}
 	return Amount(q)
+}
+
+// Validate reports a tariff that cannot be rated exactly: no units, no
+// increment, a negative price, or a price so high that some permitted usage
+// would cost more than costMax.
+func (t *Tariff) Validate() error {
+	switch {
+	case t.PriceUnits == 0:
+		return errors.New("tariff: priceUnits must be positive")
+	case t.Increment == 0:
+		return errors.New("tariff: increment must be positive")
+	case t.Price < 0:
+		return errors.New("tariff: price must not be negative")
+	case t.Unit < UnitSeconds || t.Unit > UnitEvents:
+		return errors.New("tariff: unit must be seconds, bytes or events")
+	}
+	// Two UnitsMax: a session may report up to UnitsMax per request and a
+	// reservation prices used + requested.
+	if t.Cost(2*UnitsMax+t.FirstIncrement+t.Increment) >= costMax {
+		return errors.New("tariff: price too high to rate UnitsMax units exactly")
+	}
+	return nil
 }
 
 // Affordable returns how many units beyond used can be served with money

@@ -64,8 +64,9 @@ func refCost(t *charging.Tariff, u uint64) *big.Int {
 	if r.Sign() != 0 {
 		q.Add(q, big.NewInt(1))
 	}
-	// Beyond any balance Cost answers BalanceMax+1, so that it is refused.
-	if limit := big.NewInt(int64(charging.BalanceMax) + 1); q.Cmp(limit) > 0 {
+	// Cost is exact up to 2^62, where it saturates; validated tariffs
+	// never get there (TestTariffValidateKeepsCostsExact).
+	if limit := big.NewInt(1 << 62); q.Cmp(limit) > 0 {
 		return limit
 	}
 	return q
@@ -165,6 +166,34 @@ func TestTariffAffordableExamples(t *testing.T) {
 	for _, c := range cases {
 		if got := c.t.Affordable(c.used, c.money); got != c.want {
 			t.Errorf("%s: Affordable(%d, %d) = %d; want %d", c.name, c.used, c.money, got, c.want)
+		}
+	}
+}
+
+// TestTariffValidateKeepsCostsExact: a tariff Validate accepts is rated
+// exactly for any usage a session may report; one it refuses could not be.
+func TestTariffValidateKeepsCostsExact(t *testing.T) {
+	for rg, tf := range charging.DemoTariffs() {
+		if err := tf.Validate(); err != nil {
+			t.Fatalf("demo tariff %d refused: %v", rg, err)
+		}
+		u := 2*charging.UnitsMax + tf.FirstIncrement + tf.Increment
+		if got, want := tf.Cost(u), refCost(&tf, u); big.NewInt(int64(got)).Cmp(want) != 0 {
+			t.Fatalf("demo tariff %d: Cost(%d) = %d, want %s", rg, u, got, want)
+		}
+	}
+	absurd := charging.Tariff{Unit: charging.UnitSeconds, Price: charging.BalanceMax, PriceUnits: 1, Increment: 1}
+	if err := absurd.Validate(); err == nil {
+		t.Fatal("a tariff of a million euros per second was accepted: its costs saturate")
+	}
+	for _, bad := range []charging.Tariff{
+		{Unit: charging.UnitSeconds, Price: 1, PriceUnits: 0, Increment: 1},
+		{Unit: charging.UnitSeconds, Price: 1, PriceUnits: 1, Increment: 0},
+		{Unit: charging.UnitSeconds, Price: -1, PriceUnits: 1, Increment: 1},
+		{Unit: 0, Price: 1, PriceUnits: 1, Increment: 1},
+	} {
+		if err := bad.Validate(); err == nil {
+			t.Errorf("%+v accepted", bad)
 		}
 	}
 }

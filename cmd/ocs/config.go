@@ -112,6 +112,9 @@ func loadConfig(path string) (charging.Config, fileEngine, error) {
 	if err := apply(&c, &f); err != nil {
 		return c, fileEngine{}, fmt.Errorf("config %s: %w", path, err)
 	}
+	if err := c.Validate(); err != nil {
+		return c, fileEngine{}, fmt.Errorf("config %s: %w", path, err)
+	}
 	return c, f.Engine, nil
 }
 
