@@ -207,6 +207,7 @@ func (s *subscriber) finish(req *request, cmd *charging.Command, out charging.Ou
 	it.durable = &s.durable
 	it.change.Account = charging.CloneAccount(&s.account)
 	it.change.Entry = eff.Entry
+	it.change.Created = eff.Created
 	p := pendingChange{}
 	if recorded {
 		it.change.Key = cmd.Key

@@ -29,6 +29,9 @@ type Change struct {
 	// RefundOf, when non-zero, is the Seq of a charge this change refunds:
 	// storage marks it so it is never refunded twice.
 	RefundOf uint64
+	// Created: this change creates the account (an accepted provision), so
+	// the ledger's account count grows by one.
+	Created bool
 }
 
 // CloneAccount returns a copy of a that shares no memory with it.

@@ -130,6 +130,8 @@ type Effect struct {
 	Dirty bool
 	// Entry is the journal entry to append; Entry.Seq == 0 means none.
 	Entry Entry
+	// Created: the command created the account (NewAccount).
+	Created bool
 }
 
 // Apply executes cmd against a at now and returns its Outcome and the Effect
@@ -209,6 +211,7 @@ func NewAccount(cfg *Config, cmd *Command, now time.Time) (Account, Outcome, Eff
 	a.rollMonth(now.Unix())
 	a.Balance = cmd.Amount
 	eff.Dirty = true
+	eff.Created = true
 	if cmd.Amount > 0 {
 		a.Seq = 1
 		eff.Entry = Entry{Seq: 1, Time: now.UnixNano(), Kind: EntryProvision, Channel: cmd.Channel,

@@ -126,13 +126,12 @@ func (s *Store) build(changes []charging.Change) (*Pending, error) {
 	return p, nil
 }
 
-// opensAccount reports whether c creates its account. A provision is the
-// only command that does, and every accepted provision is recorded under
-// its request key (Kind KindProvision); an opening balance is journalled
-// as EntryProvision, which covers a provision made without a key. Check
-// verifies the count against the account records.
+// opensAccount reports whether c creates its account: the engine marks the
+// change of an accepted provision Created, with or without an opening
+// balance or a request key. Check verifies the count against the account
+// records.
 func opensAccount(c *charging.Change) bool {
-	return (c.Key != "" && c.Request.Kind == charging.KindProvision) || c.Entry.Kind == charging.EntryProvision
+	return c.Created
 }
 
 // validateChange checks what must hold before a change becomes durable.

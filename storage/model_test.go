@@ -111,7 +111,7 @@ func (m *model) provision(cmd *charging.Command) (charging.Change, bool) {
 }
 
 func (m *model) record(a *charging.Account, cmd *charging.Command, out charging.Outcome, eff charging.Effect) charging.Change {
-	c := charging.Change{Account: charging.CloneAccount(a), Entry: eff.Entry}
+	c := charging.Change{Account: charging.CloneAccount(a), Entry: eff.Entry, Created: eff.Created}
 	if cmd.Key != "" {
 		c.Key = cmd.Key
 		c.Request = charging.RequestRecord{Fingerprint: cmd.Fingerprint(), Kind: cmd.Kind, Outcome: out}

@@ -27,7 +27,7 @@ func BenchmarkStartupMillion(b *testing.B) {
 		cmd := charging.Command{Kind: charging.KindProvision, Subscriber: charging.SubscriberID(38340000000 + i),
 			Amount: charging.Euros(5), Channel: charging.ChannelOps}
 		a, _, eff := charging.NewAccount(&cfg, &cmd, now)
-		changes = append(changes, charging.Change{Account: a, Entry: eff.Entry})
+		changes = append(changes, charging.Change{Account: a, Entry: eff.Entry, Created: eff.Created})
 		if len(changes) == cap(changes) {
 			if err := store.Commit(changes); err != nil {
 				b.Fatal(err)
