@@ -19,6 +19,9 @@ var forbidden = map[string][]string{
 	"actors":    {"storage", "protocols", "bench", "cmd"},
 	"protocols": {"storage", "actors", "bench", "cmd"},
 	"bench":     {"storage", "actors", "protocols", "cmd"},
+	// flows sequences multi-step operations over interfaces it declares;
+	// cmd wires the concrete stores and engine.
+	"flows": {"storage", "actors", "protocols", "bench", "cmd"},
 }
 
 func TestForbiddenImports(t *testing.T) {

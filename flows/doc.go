@@ -1,0 +1,38 @@
+// Package flows runs the operations of issue 3 that span more than one
+// durable step: scratch-card redemption (voucher record, then the
+// beneficiary's credit), credit transfer (sender's debit, then receiver's
+// credit, or the sender's reversal) and the *101# package payment (payment
+// record, then the caller's debit, then the fixed account), plus the
+// recovery that finishes each after a crash.
+//
+// # Contracts
+//
+// Every step is idempotent: each account leg carries a request key derived
+// from the durable record it belongs to ("V/<hash>", "T/<id>/d|c|r",
+// "P/<id>"), so re-driving a leg after a crash is a retry that the
+// subscriber's actor answers from its idempotency record. The records'
+// protocols are documented in storage/voucher.go, storage/transfer.go and
+// storage/fixed.go; this package only sequences them.
+//
+// Money: a transfer's fee is debited from the sender with the amount and is
+// never credited to anyone: it is the operator's revenue, so the ledger
+// total (what the operator owes its subscribers) drops by the fee. A *101#
+// payment's price and fee leave the ledger the same way: the package is
+// paid to the operator.
+//
+// # Layering
+//
+// flows imports neither storage nor actors nor protocols: it declares the
+// small interfaces it needs (Executor, Vouchers, Transfers, Fixed) and
+// cmd/ocs wires the concrete types through adapters. Safe for concurrent
+// use; concurrency control of one card, transfer or payment is the
+// stores' (storage's per-record locks).
+//
+// # Gaps, on purpose
+//
+// A leg that fails with an operating error (engine stopping, timeout)
+// leaves its record open; it is finished by Recover at the next start, not
+// while the process runs. A transfer is keyed by its record, not by the
+// client's request: a USSD gateway retry after the handler's session cache
+// forgot the session would start a second transfer.
+package flows

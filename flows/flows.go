@@ -1,0 +1,481 @@
+package flows
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/ocs-engine/ocs/charging"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Executor runs one command on its subscriber's account and returns once the
+// outcome is durable. *actors.Engine implements it.
+type Executor interface {
+	Execute(cmd *charging.Command) (charging.Outcome, error)
+}
+
+// Redemption is a voucher store's answer to Redeem (storage.Redemption,
+// copied by the adapter in cmd/ocs).
+type Redemption struct {
+	Result      charging.VoucherResult
+	Hash        [32]byte
+	Value       charging.Amount
+	Beneficiary charging.SubscriberID
+	BarredUntil int64 // Unix seconds, with VoucherBarred
+	// Credit is the top-up that credits the card (storage's
+	// Redemption.Command(): key "V/<hash>").
+	Credit charging.Command
+}
+
+// Vouchers is the durable half of redemption (storage.Vouchers).
+type Vouchers interface {
+	Redeem(code charging.VoucherCode, caller, beneficiary charging.SubscriberID, now time.Time) (Redemption, error)
+	Complete(hash [32]byte, seq uint64) error
+	Revert(hash [32]byte) error
+	Pending(limit int) ([]Redemption, error)
+}
+
+// Transfers is the transfer record store (storage.Transfers).
+type Transfers interface {
+	Begin(from, to charging.SubscriberID, amount, fee charging.Amount, now time.Time) (charging.Transfer, error)
+	Advance(id uint64, next charging.TransferState) (charging.Transfer, error)
+	Open(limit int) ([]charging.Transfer, error)
+}
+
+// Payment is one *101# payment record (storage.FixedPayment).
+type Payment struct {
+	ID      uint64
+	Caller  charging.SubscriberID
+	Account string
+	Package charging.PackageID
+	Price   charging.Amount
+	Fee     charging.Amount
+	Key     string // the request key of the caller's debit ("P/<id>")
+	Pending bool   // neither applied nor cancelled
+}
+
+// Fixed is the fixed-account store (storage.Fixed).
+type Fixed interface {
+	BeginPayment(caller charging.SubscriberID, account string, pkg charging.PackageID, cat *charging.Catalogue,
+		fee charging.Amount, now time.Time) (Payment, charging.FixedResult, error)
+	ApplyPayment(id uint64, cat *charging.Catalogue, now time.Time) (Payment, charging.FixedAccount, error)
+	CancelPayment(id uint64) error
+	PendingPayments(limit int) ([]Payment, error)
+}
+
+// Failpoint names, for Config.Failpoint: tests crash the process there.
+const (
+	FailTransferAfterDebit = "transfer-after-debit"
+	FailRedeemAfterMark    = "redeem-after-mark"
+	FailPaymentAfterDebit  = "payment-after-debit"
+)
+
+// Config wires Flows.
+type Config struct {
+	Engine    Executor
+	Vouchers  Vouchers  // nil: Redeem answers an error
+	Transfers Transfers // nil: Transfer answers an error
+	Fixed     Fixed     // nil: PayPackage answers an error
+	Rules     charging.TransferRules
+	Catalogue charging.Catalogue
+	// PaymentFee is the *101# fee on top of the package price.
+	PaymentFee charging.Amount
+	Now        func() time.Time // nil: time.Now
+	Logger     *slog.Logger     // nil: discard
+	Registerer prometheus.Registerer
+	// Failpoint, when set, is called at each named point of a flow right
+	// after a durable step (see the Fail… constants). Test-only: cmd/ocs
+	// sets it from OCS_FAILPOINT to kill the process there.
+	Failpoint func(name string)
+}
+
+// Flows runs the multi-step operations. Safe for concurrent use.
+type Flows struct {
+	cfg     Config
+	now     func() time.Time
+	log     *slog.Logger
+	metrics *metrics
+}
+
+// ErrNotConfigured is returned by a flow whose store was not wired.
+var ErrNotConfigured = errors.New("flows: store not configured")
+
+// Limits of the flows.
+const (
+	// legRetriesMax bounds retries of a leg answered "overloaded" after an
+	// earlier leg is durable: the money is half-way and the record would
+	// otherwise stay open until the next start. 5 × legRetryWait is well
+	// within a USSD gateway's 10 s.
+	legRetriesMax = 5
+	legRetryWait  = 20 * time.Millisecond
+	// recoverListMax is the page size of recovery listings.
+	recoverListMax = 1000
+)
+
+// New returns Flows wired by cfg. It panics without an Engine: a wiring bug.
+func New(cfg Config) *Flows {
+	if cfg.Engine == nil {
+		panic("flows: Config.Engine is required")
+	}
+	f := &Flows{cfg: cfg, now: cfg.Now, log: cfg.Logger, metrics: newMetrics(cfg.Registerer)}
+	if f.now == nil {
+		f.now = time.Now
+	}
+	if f.log == nil {
+		f.log = slog.New(slog.DiscardHandler)
+	}
+	return f
+}
+
+// Rules returns the transfer rules.
+func (f *Flows) Rules() charging.TransferRules { return f.cfg.Rules }
+
+// Result is the outcome of a flow, as precise as the subscriber must be
+// told it. The first non-OK verdict in field order decides: Voucher,
+// Transfer, Fixed, then Account.
+type Result struct {
+	Voucher  charging.VoucherResult // redemption: the card's verdict (0: not reached)
+	Transfer charging.TransferResult
+	Fixed    charging.FixedResult
+	// Account is the verdict of the account leg that decided (0: none
+	// ran). ByReceiver says it came from the beneficiary's or receiver's
+	// account rather than the caller's.
+	Account    charging.Result
+	ByReceiver bool
+	// Outcome is the account outcome the subscriber is shown: the caller's
+	// (debit, reversal, inquiry) or, for a card credited to another
+	// subscriber, the beneficiary's. Subscriber names whose it is.
+	Outcome    charging.Outcome
+	Subscriber charging.SubscriberID
+	Amount     charging.Amount // credited (card), sent (transfer), price (payment)
+	PaidUntil  int64           // payment: the fixed account's paid-until, 0 for a credit package
+	// BarredUntil (Unix seconds) explains VoucherBarred.
+	BarredUntil int64
+	Ref         uint64 // transfer or payment ID
+}
+
+// OK reports whether every verdict is OK.
+func (r *Result) OK() bool {
+	return (r.Voucher == 0 || r.Voucher == charging.VoucherOK) &&
+		(r.Transfer == 0 || r.Transfer == charging.TransferOK) &&
+		(r.Fixed == 0 || r.Fixed == charging.FixedOK) &&
+		r.Account == charging.ResultOK
+}
+
+func (f *Flows) failpoint(name string) {
+	if f.cfg.Failpoint != nil {
+		f.cfg.Failpoint(name)
+	}
+}
+
+// leg executes cmd, retrying a bounded number of times while the engine
+// answers overloaded: used for legs after a durable step.
+func (f *Flows) leg(cmd *charging.Command) (charging.Outcome, error) {
+	for i := 0; ; i++ {
+		out, err := f.cfg.Engine.Execute(cmd)
+		if err != nil || out.Result != charging.ResultOverloaded || i == legRetriesMax {
+			return out, err
+		}
+		time.Sleep(legRetryWait)
+	}
+}
+
+// exists asks whether id has an account; res records a refusal.
+func (f *Flows) exists(id charging.SubscriberID, res *Result, receiver bool) (bool, error) {
+	out, err := f.cfg.Engine.Execute(&charging.Command{Kind: charging.KindInquire, Subscriber: id})
+	if err != nil {
+		return false, err
+	}
+	if out.Result != charging.ResultOK {
+		res.Account, res.ByReceiver, res.Outcome = out.Result, receiver, out
+		return false, nil
+	}
+	return true, nil
+}
+
+// Inquire returns id's balance, validity and state.
+func (f *Flows) Inquire(id charging.SubscriberID) (Result, error) {
+	out, err := f.cfg.Engine.Execute(&charging.Command{Kind: charging.KindInquire, Subscriber: id})
+	return Result{Account: out.Result, Outcome: out, Subscriber: id}, err
+}
+
+// Redeem redeems code dialled by caller for beneficiary. The beneficiary
+// must exist before the card is touched, so a mistyped MSISDN never marks
+// a card used, even for a moment.
+func (f *Flows) Redeem(caller, beneficiary charging.SubscriberID, code charging.VoucherCode) (Result, error) {
+	res := Result{Subscriber: beneficiary}
+	if f.cfg.Vouchers == nil {
+		return res, ErrNotConfigured
+	}
+	ok, err := f.exists(beneficiary, &res, beneficiary != caller)
+	if err != nil || !ok {
+		f.metrics.redeemed(&res, err)
+		return res, err
+	}
+	r, err := f.cfg.Vouchers.Redeem(code, caller, beneficiary, f.now())
+	if err != nil {
+		f.metrics.redeemed(&res, err)
+		return res, fmt.Errorf("flows: redeem: %w", err)
+	}
+	res.Voucher, res.BarredUntil, res.Amount = r.Result, r.BarredUntil, r.Value
+	if r.Result != charging.VoucherOK {
+		f.metrics.redeemed(&res, nil)
+		return res, nil
+	}
+	f.failpoint(FailRedeemAfterMark)
+	err = f.creditRedemption(&r, &res, beneficiary != caller)
+	f.metrics.redeemed(&res, err)
+	return res, err
+}
+
+// creditRedemption is steps 2–3 of the redemption protocol: credit, then
+// Complete, or Revert if the credit was refused.
+func (f *Flows) creditRedemption(r *Redemption, res *Result, other bool) error {
+	out, err := f.leg(&r.Credit)
+	if err != nil {
+		return fmt.Errorf("flows: credit voucher: %w", err)
+	}
+	res.Account, res.Outcome, res.ByReceiver, res.Subscriber = out.Result, out, other, r.Beneficiary
+	if out.Result != charging.ResultOK {
+		// Nothing was credited: the card becomes active again.
+		if err := f.cfg.Vouchers.Revert(r.Hash); err != nil {
+			return fmt.Errorf("flows: revert voucher: %w", err)
+		}
+		return nil
+	}
+	if err := f.cfg.Vouchers.Complete(r.Hash, out.Seq); err != nil {
+		// The credit is durable and the subscriber is told so; the
+		// pending marker re-drives an answered-from-record credit at the
+		// next start, which completes it.
+		f.log.Error("complete voucher after its credit", "err", err)
+	}
+	return nil
+}
+
+// Transfer sends amount from caller to to; the fee is debited on top.
+func (f *Flows) Transfer(from, to charging.SubscriberID, amount charging.Amount) (Result, error) {
+	res := Result{Subscriber: from, Amount: amount}
+	if f.cfg.Transfers == nil {
+		return res, ErrNotConfigured
+	}
+	if res.Transfer = f.cfg.Rules.Validate(from, to, amount); res.Transfer != charging.TransferOK {
+		f.metrics.transferred(&res, nil)
+		return res, nil
+	}
+	ok, err := f.exists(to, &res, true)
+	if err != nil || !ok {
+		f.metrics.transferred(&res, err)
+		return res, err
+	}
+	tr, err := f.cfg.Transfers.Begin(from, to, amount, f.cfg.Rules.Fee, f.now())
+	if err != nil {
+		f.metrics.transferred(&res, err)
+		return res, fmt.Errorf("flows: begin transfer: %w", err)
+	}
+	res.Ref = tr.ID
+	err = f.driveTransfer(tr, &res)
+	f.metrics.transferred(&res, err)
+	return res, err
+}
+
+func debitCommand(tr *charging.Transfer) charging.Command {
+	return charging.Command{Kind: charging.KindTransferOut, Channel: charging.ChannelTransfer, Key: tr.DebitKey(),
+		Subscriber: tr.From, Amount: tr.Amount + tr.Fee, Ref: tr.ID}
+}
+
+func reverseCommand(tr *charging.Transfer) charging.Command {
+	return charging.Command{Kind: charging.KindTransferReverse, Channel: charging.ChannelTransfer, Key: tr.ReverseKey(),
+		Subscriber: tr.From, Amount: tr.Amount + tr.Fee, Ref: tr.ID}
+}
+
+// driveTransfer runs the transfer protocol from tr's state to a final one
+// (storage/transfer.go steps 2–4); recovery calls it too.
+func (f *Flows) driveTransfer(tr charging.Transfer, res *Result) error {
+	if tr.State == charging.TransferPending {
+		debit := debitCommand(&tr)
+		out, err := f.cfg.Engine.Execute(&debit)
+		if err != nil {
+			return fmt.Errorf("flows: transfer debit: %w", err)
+		}
+		res.Outcome = out
+		if out.Result != charging.ResultOK {
+			res.Account = out.Result
+			if _, err := f.cfg.Transfers.Advance(tr.ID, charging.TransferRefused); err != nil {
+				return fmt.Errorf("flows: transfer refused: %w", err)
+			}
+			return nil
+		}
+		f.failpoint(FailTransferAfterDebit)
+		if tr, err = f.cfg.Transfers.Advance(tr.ID, charging.TransferDebited); err != nil {
+			return fmt.Errorf("flows: transfer debited: %w", err)
+		}
+	}
+	if tr.State != charging.TransferDebited {
+		return nil // final already
+	}
+	credit := tr.CreditCommand()
+	out, err := f.leg(&credit)
+	if err != nil {
+		return fmt.Errorf("flows: transfer credit: %w", err)
+	}
+	if out.Result == charging.ResultOK {
+		res.Account = charging.ResultOK
+		if _, err := f.cfg.Transfers.Advance(tr.ID, charging.TransferCredited); err != nil {
+			return fmt.Errorf("flows: transfer credited: %w", err)
+		}
+		return nil
+	}
+	res.Account, res.ByReceiver = out.Result, true
+	rev := reverseCommand(&tr)
+	back, err := f.leg(&rev)
+	if err != nil {
+		return fmt.Errorf("flows: transfer reversal: %w", err)
+	}
+	if back.Result != charging.ResultOK {
+		// Only the balance limit can refuse it, and the sender just paid
+		// this amount: the record stays debited for recovery and ops.
+		return fmt.Errorf("flows: transfer %d reversal refused: %v", tr.ID, back.Result)
+	}
+	res.Outcome = back
+	if _, err := f.cfg.Transfers.Advance(tr.ID, charging.TransferReversed); err != nil {
+		return fmt.Errorf("flows: transfer reversed: %w", err)
+	}
+	return nil
+}
+
+// PayPackage pays package pkg of fixed account from caller's mobile credit:
+// price + fee, at most once per calendar month per caller.
+func (f *Flows) PayPackage(caller charging.SubscriberID, pkg charging.PackageID, account string) (Result, error) {
+	res := Result{Subscriber: caller}
+	if f.cfg.Fixed == nil {
+		return res, ErrNotConfigured
+	}
+	p, fr, err := f.cfg.Fixed.BeginPayment(caller, account, pkg, &f.cfg.Catalogue, f.cfg.PaymentFee, f.now())
+	res.Fixed = fr
+	if err != nil || fr != charging.FixedOK {
+		f.metrics.paid(&res, err)
+		return res, err
+	}
+	err = f.drivePayment(p, &res)
+	f.metrics.paid(&res, err)
+	return res, err
+}
+
+// drivePayment is steps 2–3 of the *101# protocol; recovery calls it too.
+func (f *Flows) drivePayment(p Payment, res *Result) error {
+	res.Ref, res.Amount = p.ID, p.Price
+	debit := charging.Command{Kind: charging.KindPackagePayment, Channel: charging.ChannelUSSD, Key: p.Key,
+		Subscriber: p.Caller, Amount: p.Price + p.Fee, Ref: p.ID}
+	out, err := f.cfg.Engine.Execute(&debit)
+	if err != nil {
+		return fmt.Errorf("flows: payment debit: %w", err)
+	}
+	res.Account, res.Outcome = out.Result, out
+	if out.Result != charging.ResultOK {
+		if err := f.cfg.Fixed.CancelPayment(p.ID); err != nil {
+			return fmt.Errorf("flows: cancel payment: %w", err)
+		}
+		return nil
+	}
+	f.failpoint(FailPaymentAfterDebit)
+	_, a, err := f.cfg.Fixed.ApplyPayment(p.ID, &f.cfg.Catalogue, f.now())
+	if err != nil {
+		return fmt.Errorf("flows: apply payment: %w", err)
+	}
+	if pk, ok := f.cfg.Catalogue.Lookup(p.Package); ok && !pk.Credit {
+		res.PaidUntil = a.PaidUntil
+	}
+	return nil
+}
+
+// Recovered counts what Recover finished.
+type Recovered struct {
+	Redemptions, Transfers, Payments int
+}
+
+// Recover finishes every redemption, transfer and payment a crash left
+// half-way, each from its record's state with the same request keys
+// (idempotent). Run it after the engine starts and before serving.
+func (f *Flows) Recover() (Recovered, error) {
+	var n Recovered
+	var err error
+	if f.cfg.Vouchers != nil {
+		if n.Redemptions, err = f.recoverRedemptions(); err != nil {
+			return n, err
+		}
+	}
+	if f.cfg.Transfers != nil {
+		if n.Transfers, err = f.recoverTransfers(); err != nil {
+			return n, err
+		}
+	}
+	if f.cfg.Fixed != nil {
+		n.Payments, err = f.recoverPayments()
+	}
+	return n, err
+}
+
+// Each recovery loop pages until a short page: every record it handles
+// leaves the listing, and an error stops it, so it ends.
+
+func (f *Flows) recoverRedemptions() (int, error) {
+	n := 0
+	for {
+		list, err := f.cfg.Vouchers.Pending(recoverListMax)
+		if err != nil {
+			return n, fmt.Errorf("flows: list pending vouchers: %w", err)
+		}
+		for i := range list {
+			res := Result{Subscriber: list[i].Beneficiary}
+			if err := f.creditRedemption(&list[i], &res, false); err != nil {
+				return n, err
+			}
+			n++
+		}
+		if len(list) < recoverListMax {
+			return n, nil
+		}
+	}
+}
+
+func (f *Flows) recoverTransfers() (int, error) {
+	n := 0
+	for {
+		list, err := f.cfg.Transfers.Open(recoverListMax)
+		if err != nil {
+			return n, fmt.Errorf("flows: list open transfers: %w", err)
+		}
+		for _, tr := range list {
+			var res Result
+			if err := f.driveTransfer(tr, &res); err != nil {
+				return n, err
+			}
+			n++
+		}
+		if len(list) < recoverListMax {
+			return n, nil
+		}
+	}
+}
+
+func (f *Flows) recoverPayments() (int, error) {
+	n := 0
+	for {
+		list, err := f.cfg.Fixed.PendingPayments(recoverListMax)
+		if err != nil {
+			return n, fmt.Errorf("flows: list pending payments: %w", err)
+		}
+		for _, p := range list {
+			var res Result
+			if err := f.drivePayment(p, &res); err != nil {
+				return n, err
+			}
+			n++
+		}
+		if len(list) < recoverListMax {
+			return n, nil
+		}
+	}
+}

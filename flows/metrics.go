@@ -1,0 +1,122 @@
+package flows
+
+import (
+	"github.com/ocs-engine/ocs/charging"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metric label values beyond the stores' own result names.
+const (
+	labelOK            = "ok"
+	labelCreditRefused = "credit_refused" // the account leg refused (balance limit, grace, …)
+	labelError         = "error"          // an operating error: the record stays open for recovery
+)
+
+// metrics are the flows' counters, every label value pre-created at 0 and
+// cached, so counting is an index and no string is built per request.
+type metrics struct {
+	redemptions map[string]prometheus.Counter
+	transfers   map[string]prometheus.Counter
+	payments    map[string]prometheus.Counter
+}
+
+func newMetrics(r prometheus.Registerer) *metrics {
+	if r == nil {
+		return nil
+	}
+	m := &metrics{}
+	var voucherLabels []string
+	for v := charging.VoucherOK; v.String() != "invalid"; v++ {
+		voucherLabels = append(voucherLabels, v.String())
+	}
+	m.redemptions = counters(r, "ocs_voucher_redemptions_total",
+		"Scratch-card redemptions by result: a card verdict, credit_refused (the credit leg refused, card reverted) or error.",
+		append(voucherLabels, labelCreditRefused, labelError))
+	var transferLabels []string
+	for v := charging.TransferToSelf; v.String() != "invalid"; v++ {
+		transferLabels = append(transferLabels, v.String())
+	}
+	m.transfers = counters(r, "ocs_transfers_total",
+		"Credit transfers by result: ok (credited), a validation refusal, unknown_subscriber (receiver), debit_refused, reversed or error.",
+		append(transferLabels, labelOK, "unknown_subscriber", "debit_refused", "reversed", labelError))
+	var fixedLabels []string
+	for v := charging.FixedOK; v.String() != "invalid"; v++ {
+		fixedLabels = append(fixedLabels, v.String())
+	}
+	m.payments = counters(r, "ocs_package_payments_total",
+		"*101# package payments by result: ok, a fixed-account refusal, debit_refused or error.",
+		append(fixedLabels, "debit_refused", labelError))
+	return m
+}
+
+func counters(r prometheus.Registerer, name, help string, labels []string) map[string]prometheus.Counter {
+	vec := prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, []string{"result"})
+	r.MustRegister(vec)
+	out := make(map[string]prometheus.Counter, len(labels))
+	for _, l := range labels {
+		out[l] = vec.WithLabelValues(l)
+	}
+	return out
+}
+
+func inc(m map[string]prometheus.Counter, label string) {
+	if c, ok := m[label]; ok {
+		c.Inc()
+	}
+}
+
+func (m *metrics) redeemed(res *Result, err error) {
+	if m == nil {
+		return
+	}
+	switch {
+	case err != nil:
+		inc(m.redemptions, labelError)
+	case res.Voucher == 0 && res.Account == charging.ResultUnknownSubscriber:
+		inc(m.redemptions, charging.VoucherWrongSubscriber.String())
+	case res.Voucher == 0:
+		inc(m.redemptions, labelCreditRefused)
+	case res.Voucher != charging.VoucherOK:
+		inc(m.redemptions, res.Voucher.String())
+	case res.Account == charging.ResultOK:
+		inc(m.redemptions, labelOK)
+	default:
+		inc(m.redemptions, labelCreditRefused)
+	}
+}
+
+func (m *metrics) transferred(res *Result, err error) {
+	if m == nil {
+		return
+	}
+	switch {
+	case err != nil:
+		inc(m.transfers, labelError)
+	case res.Transfer != charging.TransferOK:
+		inc(m.transfers, res.Transfer.String())
+	case res.Ref == 0:
+		inc(m.transfers, "unknown_subscriber")
+	case res.Account == charging.ResultOK:
+		inc(m.transfers, labelOK)
+	case res.ByReceiver:
+		inc(m.transfers, "reversed")
+	default:
+		inc(m.transfers, "debit_refused")
+	}
+}
+
+func (m *metrics) paid(res *Result, err error) {
+	if m == nil {
+		return
+	}
+	switch {
+	case err != nil:
+		inc(m.payments, labelError)
+	case res.Fixed != charging.FixedOK:
+		inc(m.payments, res.Fixed.String())
+	case res.Account == charging.ResultOK:
+		inc(m.payments, labelOK)
+	default:
+		inc(m.payments, "debit_refused")
+	}
+}
