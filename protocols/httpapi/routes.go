@@ -20,14 +20,23 @@ const (
 	opLedger
 	opAPIKeys
 	opMeta // healthz, readyz, openapi.json
+	opFixedPut
+	opFixed
+	opVoucher
+	opVoucherBlock
+	opBatchBlock
+	opGuards
+	opUSSD
 	opCount
 )
 
 var opNames = [opCount]string{"", "charge", "reserve", "update", "release", "topup", "adjust", "bucket",
-	"provision", "subscriber", "transactions", "refund", "ledger", "apikeys", "meta"}
+	"provision", "subscriber", "transactions", "refund", "ledger", "apikeys", "meta",
+	"fixed_account_put", "fixed_account", "voucher", "voucher_block", "batch_block", "redeem_guards", "ussd"}
 
 var opInterface = [opCount]string{"", "nchf", "nchf", "nchf", "nchf", "tmf", "tmf", "tmf",
-	"ops", "ops", "ops", "ops", "ops", "ops", "ops"}
+	"ops", "ops", "ops", "ops", "ops", "ops", "ops",
+	"ops", "ops", "ops", "ops", "ops", "ops", "ussd"}
 
 // roles is a bit set of Role values allowed on a route; 0 means no auth.
 type roles uint8
@@ -72,6 +81,14 @@ var routes = []*route{
 	{method: "POST", pattern: "/v1/subscribers/{msisdn}/refunds", op: opRefund, roles: ops | network, handler: (*Server).opsRefund},
 	{method: "GET", pattern: "/v1/ledger", op: opLedger, roles: ops, handler: (*Server).opsLedger},
 	{method: "POST", pattern: "/v1/apikeys", op: opAPIKeys, roles: ops, handler: (*Server).opsAPIKeys},
+	{method: "PUT", pattern: "/v1/fixed-accounts/{id}", op: opFixedPut, roles: ops, handler: (*Server).opsFixedPut},
+	{method: "GET", pattern: "/v1/fixed-accounts/{id}", op: opFixed, roles: ops, handler: (*Server).opsFixedGet},
+	{method: "GET", pattern: "/v1/vouchers/{serial}", op: opVoucher, roles: ops, handler: (*Server).opsVoucher},
+	{method: "POST", pattern: "/v1/vouchers/{serial}/block", op: opVoucherBlock, roles: ops, handler: (*Server).opsVoucherBlock},
+	{method: "POST", pattern: "/v1/voucher-batches/{batch}/block", op: opBatchBlock, roles: ops, handler: (*Server).opsBatchBlock},
+	{method: "GET", pattern: "/v1/redeem-guards", op: opGuards, roles: ops, handler: (*Server).opsGuards},
+	{method: "GET", pattern: "/v1/redeem-guards/{msisdn}", op: opGuards, roles: ops, handler: (*Server).opsGuard},
+	{method: "POST", pattern: "/ussd", op: opUSSD, roles: network, handler: (*Server).ussdGateway},
 	{method: "GET", pattern: "/healthz", op: opMeta, handler: (*Server).healthz},
 	{method: "GET", pattern: "/readyz", op: opMeta, handler: (*Server).readyz},
 	{method: "GET", pattern: "/openapi.json", op: opMeta, handler: (*Server).openapi},

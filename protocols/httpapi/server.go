@@ -46,6 +46,16 @@ type Config struct {
 	// Metrics, when set, serves GET /metrics (Prometheus exposition) on the
 	// same listener, without authentication: it carries no subscriber data.
 	Metrics fasthttp.RequestHandler
+	// USSD, when set, serves POST /ussd (the USSD gateway convention) on
+	// the same listener, for API keys of the network role.
+	USSD fasthttp.RequestHandler
+	// Vouchers and Fixed serve the ops endpoints of scratch cards, the
+	// redemption guard and fixed-service accounts; nil answers 501.
+	Vouchers Vouchers
+	Fixed    FixedAccounts
+	// Catalogue names and validates fixed-service packages; nil is
+	// charging.DemoCatalogue().
+	Catalogue *charging.Catalogue
 }
 
 // Server serves the HTTP API over fasthttp.
@@ -60,6 +70,11 @@ type Server struct {
 	srv     *fasthttp.Server
 	states  sync.Pool // *reqState
 	metrics fasthttp.RequestHandler
+	// Issue 3: optional stores and the USSD gateway.
+	ussd      fasthttp.RequestHandler
+	vouchers  Vouchers
+	fixed     FixedAccounts
+	catalogue *charging.Catalogue
 }
 
 // reqState is the per-request scratch: one pool Get per request instead of
@@ -82,7 +97,12 @@ func New(cfg Config) *Server {
 		panic("httpapi: Config needs Engine and Keys")
 	}
 	s := &Server{engine: cfg.Engine, keys: cfg.Keys, log: cfg.Logger, clock: cfg.Clock,
-		tariffs: cfg.Tariffs, m: newMetrics(cfg.Registerer), metrics: cfg.Metrics}
+		tariffs: cfg.Tariffs, m: newMetrics(cfg.Registerer), metrics: cfg.Metrics,
+		ussd: cfg.USSD, vouchers: cfg.Vouchers, fixed: cfg.Fixed, catalogue: cfg.Catalogue}
+	if s.catalogue == nil {
+		c := charging.DemoCatalogue()
+		s.catalogue = &c
+	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
