@@ -2,6 +2,7 @@
 //
 //	ocs serve [--data DIR] [--listen ADDR] [--config FILE]
 //	ocs config          print the embedded demo configuration
+//	ocs vouchers generate|block   make a batch of scratch cards, block a card or batch
 //
 // Everything is wired here and nowhere else: flags → configuration → storage
 // → engine → HTTP → signal → ordered shutdown.
@@ -23,6 +24,8 @@ func main() {
 		err = serve(os.Args[2:])
 	case "config":
 		err = printConfig(os.Stdout)
+	case "vouchers":
+		err = vouchers(os.Args[2:])
 	case "-h", "--help", "help":
 		usage()
 		return
@@ -43,7 +46,17 @@ func usage() {
       run the engine (defaults: --data ./data --listen 127.0.0.1:8080, demo configuration)
       env OCS_BOOTSTRAP_KEY: the ops API key (16 to 256 bytes); without it a key is made and
       printed once on the first start of a new data directory
+      [--voucher-secret FILE] [--redeem-failures-max N] [--redeem-window DUR] [--redeem-bar DUR]
+      [--transfer-min EUR] [--transfer-max EUR] [--transfer-fee EUR]
+      vouchers, the redemption guard (default 5 wrong codes in 24h bar for 24h) and transfers;
+      without --voucher-secret the demo secret DATA/voucher.key is used, created on first start
   ocs config
       print the embedded demo configuration, a starting point for --config
+  ocs vouchers generate --count N --value 5|10|20 --batch ID --expiry YYYY-MM-DD --out codes.csv
+      [--secret-file FILE] [--data DIR]
+      make a batch of scratch cards: codes stored only as HMACs, clear codes written once to the
+      new CSV (mode 0600); the secret file is 32+ random bytes: head -c 32 /dev/urandom > voucher.key
+  ocs vouchers block (--serial S | --batch B) [--data DIR]
+      block a card or a whole batch offline (while serving, use the ops API)
 `)
 }

@@ -14,7 +14,9 @@ import (
 
 	"github.com/ocs-engine/ocs/actors"
 	"github.com/ocs-engine/ocs/charging"
+	"github.com/ocs-engine/ocs/flows"
 	"github.com/ocs-engine/ocs/protocols/httpapi"
+	"github.com/ocs-engine/ocs/protocols/ussd"
 	"github.com/ocs-engine/ocs/storage"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -27,15 +29,67 @@ type serveFlags struct {
 	data   string
 	listen string
 	config string
+	// Issue 3: vouchers, the redemption guard and transfers.
+	voucherSecret string
+	guard         charging.GuardPolicy
+	transfer      charging.TransferRules
 }
 
 func parseServeFlags(args []string) (serveFlags, error) {
 	var f serveFlags
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.StringVar(&f.data, "data", "./data", "directory of the Pebble database")
-	fs.StringVar(&f.listen, "listen", "127.0.0.1:8080", "address of the HTTP API and /metrics")
+	fs.StringVar(&f.listen, "listen", "127.0.0.1:8080", "address of the HTTP API, /ussd and /metrics")
 	fs.StringVar(&f.config, "config", "", "JSON configuration file (default: the embedded demo; see `ocs config`)")
-	return f, fs.Parse(args)
+	fs.StringVar(&f.voucherSecret, "voucher-secret", "", "voucher secret file (default: DATA/voucher.key, created on first start for the demo)")
+	f.guard = charging.DefaultGuardPolicy()
+	failures := fs.Uint("redeem-failures-max", uint(f.guard.FailuresMax), "wrong voucher codes within --redeem-window that bar a caller")
+	fs.DurationVar(&f.guard.Window, "redeem-window", f.guard.Window, "window in which wrong codes are counted")
+	fs.DurationVar(&f.guard.Bar, "redeem-bar", f.guard.Bar, "how long a caller stays barred from redemption")
+	f.transfer = charging.DemoTransferRules()
+	amounts := map[string]*charging.Amount{"transfer-min": &f.transfer.Min, "transfer-max": &f.transfer.Max, "transfer-fee": &f.transfer.Fee}
+	for name, a := range amounts {
+		fs.Func(name, "credit transfer "+name[len("transfer-"):]+" in euros (default "+a.String()+")", func(v string) error {
+			x, err := charging.ParseAmount(v)
+			if err == nil && x < 0 {
+				err = errors.New("negative")
+			}
+			*a = x
+			return err
+		})
+	}
+	if err := fs.Parse(args); err != nil {
+		return f, err
+	}
+	f.guard.FailuresMax = uint32(min(*failures, 1<<32-1))
+	switch {
+	case f.guard.FailuresMax == 0 || f.guard.Window < time.Second || f.guard.Bar < time.Second:
+		return f, errors.New("--redeem-failures-max must be positive and --redeem-window, --redeem-bar at least 1s")
+	case f.transfer.Min <= 0 || f.transfer.Max < f.transfer.Min || f.transfer.Max > charging.BalanceMax:
+		return f, errors.New("transfers need 0 < --transfer-min <= --transfer-max")
+	}
+	return f, nil
+}
+
+// failpointEnv names the test-only failpoint: OCS_FAILPOINT=<name> (one of
+// flows' Fail… names, e.g. transfer-after-debit) makes the process SIGKILL
+// itself at that point of a flow, right after a durable step, so the crash
+// tests can stop it exactly between two legs. Read once at start; unset in
+// production. This is its only documentation and only reader.
+const failpointEnv = "OCS_FAILPOINT"
+
+func failpoint(log *slog.Logger) func(string) {
+	name := os.Getenv(failpointEnv)
+	if name == "" {
+		return nil
+	}
+	log.Warn("test failpoint armed: the process will kill itself there", "failpoint", name)
+	return func(at string) {
+		if at == name {
+			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			select {} // the signal is on its way: no further step may run
+		}
+	}
 }
 
 func serve(args []string) error {
@@ -48,6 +102,9 @@ func serve(args []string) error {
 	if err != nil {
 		return err
 	}
+	// A transfer's credit is a ChannelTransfer top-up: the channel must
+	// accept exactly the amounts the transfer rules accept.
+	cfg.Channels[charging.ChannelTransfer] = f.transfer.ChannelPolicy()
 	started := time.Now()
 	fresh := isFresh(f.data)
 
@@ -71,8 +128,17 @@ func serve(args []string) error {
 		_ = store.Close()
 		return err
 	}
+	issue3, err := startFlows(&f, store, engine, reg, log)
+	if err != nil {
+		_ = engine.Stop()
+		_ = store.Close()
+		return err
+	}
+	catalogue := issue3.catalogue
 	api := httpapi.New(httpapi.Config{Engine: engine, Keys: keys{store}, Registerer: reg, Logger: log, Tariffs: cfg.Tariffs,
-		Metrics: fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))})
+		Metrics:  fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})),
+		USSD:     issue3.ussd.ServeHTTP,
+		Vouchers: issue3.ops, Fixed: issue3.ops, Catalogue: &catalogue})
 
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {
@@ -96,6 +162,52 @@ func serve(args []string) error {
 	case runErr = <-served:
 	}
 	return shutdown(api, engine, store, log, runErr)
+}
+
+// issue3 is what startFlows wires: the USSD gateway and the ops stores.
+type issue3 struct {
+	ussd      *ussd.Handler
+	ops       opsStores
+	catalogue charging.Catalogue
+}
+
+// startFlows opens the voucher, transfer and fixed stores, finishes what a
+// crash left half-way (before any request can see it), and builds the USSD
+// handler.
+func startFlows(f *serveFlags, store *storage.Store, engine *actors.Engine, reg prometheus.Registerer, log *slog.Logger) (issue3, error) {
+	var w issue3
+	secret, err := voucherSecret(f.voucherSecret, f.data, true, log)
+	if err != nil {
+		return w, err
+	}
+	v, err := storage.NewVouchers(store, [][]byte{secret}, f.guard)
+	if err != nil {
+		return w, err
+	}
+	t, err := storage.NewTransfers(store)
+	if err != nil {
+		return w, err
+	}
+	fx, err := storage.NewFixed(store)
+	if err != nil {
+		return w, err
+	}
+	w.catalogue = charging.DemoCatalogue()
+	fl := flows.New(flows.Config{Engine: engine, Vouchers: flowVouchers{v}, Transfers: t, Fixed: flowFixed{fx},
+		Rules: f.transfer, Catalogue: w.catalogue, PaymentFee: charging.USSDPaymentFee, Logger: log, Registerer: reg,
+		Failpoint: failpoint(log)})
+	n, err := fl.Recover()
+	if err != nil {
+		return w, fmt.Errorf("recover vouchers, transfers and payments: %w", err)
+	}
+	if n != (flows.Recovered{}) {
+		log.Info("finished operations a crash left half-way", "redemptions", n.Redemptions, "transfers", n.Transfers, "payments", n.Payments)
+	}
+	menu := ussd.DemoMenu()
+	menu.Catalogue, menu.Transfer = w.catalogue, f.transfer
+	w.ussd = ussd.NewHandler(ussdEngine{fl}, ussd.Options{Menu: menu})
+	w.ops = opsStores{v: v, f: fx}
+	return w, nil
 }
 
 // shutdown stops in dependency order: no new requests, every request in
