@@ -1,0 +1,433 @@
+package main
+
+import (
+	"bytes"
+	"encoding/csv"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ocs-engine/ocs/actors"
+	"github.com/ocs-engine/ocs/charging"
+	"github.com/ocs-engine/ocs/flows"
+	"github.com/ocs-engine/ocs/storage"
+	"github.com/stretchr/testify/require"
+)
+
+// Issue 3 end to end: every USSD flow over HTTP against a real `ocs serve`
+// child process, scratch cards made by the real `ocs vouchers generate`.
+
+// startServerWith is startServer with extra flags and environment.
+func startServerWith(t *testing.T, dir string, env []string, args ...string) *server {
+	t.Helper()
+	addr := freePort(t)
+	s := &server{t: t, base: "http://" + addr, logs: &bytes.Buffer{}}
+	s.cmd = exec.Command(ocsBinary(t), append([]string{"serve", "--data", dir, "--listen", addr}, args...)...)
+	s.cmd.Env = append(append(os.Environ(), "OCS_BOOTSTRAP_KEY="+testOpsKey), env...)
+	s.cmd.Stdout, s.cmd.Stderr = s.logs, s.logs
+	require.NoError(t, s.cmd.Start())
+	t.Cleanup(func() {
+		if s.cmd.ProcessState == nil {
+			_ = s.cmd.Process.Kill()
+			_ = s.cmd.Wait()
+		}
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(s.base + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return s
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("ocs serve did not become ready; logs:\n%s", s.logs)
+	return nil
+}
+
+// card is one row of the printer's CSV.
+type card struct{ serial, code string }
+
+// generate runs `ocs vouchers generate` on dir (no server on it) and reads
+// the printer's file back.
+func generate(t *testing.T, dir, secret string, batch, count, value int) []card {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), fmt.Sprintf("batch%d.csv", batch))
+	cmd := exec.Command(ocsBinary(t), "vouchers", "generate", "--data", dir, "--secret-file", secret, "--out", out,
+		"--batch", fmt.Sprint(batch), "--count", fmt.Sprint(count), "--value", fmt.Sprint(value), "--expiry", "2099-12-31")
+	b, err := cmd.CombinedOutput()
+	require.NoError(t, err, "%s", b)
+	info, err := os.Stat(out)
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o600), info.Mode().Perm(), "clear codes are for the printer only")
+	f, err := os.Open(out)
+	require.NoError(t, err)
+	defer f.Close()
+	rows, err := csv.NewReader(f).ReadAll()
+	require.NoError(t, err)
+	require.Equal(t, []string{"serial", "code", "value", "batch", "expiry"}, rows[0])
+	var cards []card
+	for _, r := range rows[1:] {
+		cards = append(cards, card{serial: r[0], code: r[1]})
+	}
+	require.Len(t, cards, count)
+	return cards
+}
+
+func writeSecret(t *testing.T) string {
+	path := filepath.Join(t.TempDir(), "voucher.key")
+	require.NoError(t, os.WriteFile(path, []byte("0123456789abcdef0123456789abcdef-test-secret"), 0o600))
+	return path
+}
+
+var sessionSeq atomic.Uint64
+
+// dial runs one USSD dialogue step by step, as a gateway does: the same
+// session, the inputs so far joined by '*'. It returns every screen.
+func (s *server) dial(key, phone, serviceCode string, inputs ...string) []string {
+	s.t.Helper()
+	session := fmt.Sprintf("sess-%d", sessionSeq.Add(1))
+	screens := []string{s.ussd(key, session, serviceCode, phone, "")}
+	for i := range inputs {
+		screens = append(screens, s.ussd(key, session, serviceCode, phone, strings.Join(inputs[:i+1], "*")))
+	}
+	return screens
+}
+
+// last is the final screen of a dialogue.
+func (s *server) last(key, phone, serviceCode string, inputs ...string) string {
+	screens := s.dial(key, phone, serviceCode, inputs...)
+	return screens[len(screens)-1]
+}
+
+func (s *server) ussd(key, session, serviceCode, phone, text string) string {
+	s.t.Helper()
+	form := url.Values{"sessionId": {session}, "serviceCode": {serviceCode}, "phoneNumber": {phone}, "networkCode": {"29341"}, "text": {text}}
+	req, err := http.NewRequest("POST", s.base+"/ussd", strings.NewReader(form.Encode()))
+	require.NoError(s.t, err)
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := client.Do(req)
+	require.NoError(s.t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(s.t, err)
+	require.Equal(s.t, 200, resp.StatusCode, "%s", b)
+	require.True(s.t, strings.HasPrefix(string(b), "CON ") || strings.HasPrefix(string(b), "END "), "%s", b)
+	require.LessOrEqual(s.t, len([]rune(string(b))), 182)
+	return string(b)
+}
+
+func (s *server) provisionSub(msisdn, balance string) {
+	code, err := s.call("PUT", "/v1/subscribers/"+msisdn, testOpsKey, "", map[string]string{"balance": balance}, nil)
+	require.NoError(s.t, err)
+	require.Equal(s.t, 201, code)
+}
+
+func (s *server) voucherState(serial string) string {
+	var v struct{ State string }
+	code, err := s.call("GET", "/v1/vouchers/"+serial, testOpsKey, "", nil, &v)
+	require.NoError(s.t, err)
+	require.Equal(s.t, 200, code)
+	return v.State
+}
+
+func redeem(code string) string { return "*123*" + code + "#" }
+
+func TestUSSDFlowsEndToEnd(t *testing.T) {
+	dir, secret := t.TempDir(), writeSecret(t)
+	cards := generate(t, dir, secret, 1, 6, 5)
+	s := startServerWith(t, dir, nil, "--voucher-secret", secret, "--redeem-failures-max", "3")
+	net := s.issueKey("network")
+	const a, b, c, stranger = "044100001", "044100002", "044100003", "044999999"
+	s.provisionSub(a, "50")
+	s.provisionSub(b, "1")
+	s.provisionSub(c, "1")
+	owed0, _ := s.ledger()
+	require.Equal(t, "52.00", owed0)
+	code, err := s.call("PUT", "/v1/fixed-accounts/Arber", testOpsKey, "", map[string]any{"kind": "internet", "package": 3}, nil)
+	require.NoError(t, err)
+	require.Equal(t, 201, code)
+	code, err = s.call("PUT", "/v1/fixed-accounts/1234567890", testOpsKey, "", map[string]any{"kind": "tv", "package": 1}, nil)
+	require.NoError(t, err)
+	require.Equal(t, 201, code)
+
+	// *123*CODE# for oneself; the same card again is used.
+	got := s.last(net, a, redeem(cards[0].code))
+	require.Contains(t, got, "END Mbushja u krye: +5.00 EUR. Kredia juaj është 55.00 EUR")
+	require.Contains(t, got, "ID e transaksionit: 38344100001-")
+	require.Equal(t, "used", s.voucherState(cards[0].serial))
+	require.Equal(t, "END Kjo kartelë është përdorur më parë.", s.last(net, b, redeem(cards[0].code)))
+	// *123# then the code, step by step.
+	screens := s.dial(net, b, "*123#", cards[1].code)
+	require.Equal(t, "CON Shkruani kodin 16-shifror të kartelës:", screens[0])
+	require.Contains(t, screens[1], "+5.00 EUR. Kredia juaj është 6.00 EUR")
+	// *123*CODE*MSISDN# for another subscriber.
+	got = s.last(net, a, "*123*"+cards[2].code+"*"+c+"#")
+	require.Contains(t, got, "END Mbushja e numrit 38344100003 me 5.00 EUR u krye.")
+	require.Equal(t, "6.00", s.subscriber(c).Balance)
+	// For a number that is no subscriber: refused, and the card untouched.
+	require.Equal(t, "END Numri 38344999999 nuk është pajtimtar i rrjetit tonë.", s.last(net, a, "*123*"+cards[3].code+"*"+stranger+"#"))
+	require.Equal(t, "active", s.voucherState(cards[3].serial))
+	// A blocked card.
+	code, err = s.call("POST", "/v1/vouchers/"+cards[4].serial+"/block", testOpsKey, "", nil, nil)
+	require.NoError(t, err)
+	require.Equal(t, 200, code)
+	require.Equal(t, "END Kjo kartelë është e bllokuar. Kontaktoni shërbimin për klientë.", s.last(net, a, redeem(cards[4].code)))
+	// Malformed and wrong codes; the third wrong code bars the caller, who
+	// is then refused even with a good card.
+	require.Equal(t, "END Kodi i gabuar: kodi i kartelës ka 16 shifra.", s.last(net, c, "*123*12345#"))
+	for range 3 {
+		require.Equal(t, "END Kodi i gabuar. Kontrolloni kodin në kartelë dhe provoni përsëri.", s.last(net, c, redeem("0000000000000000")))
+	}
+	got = s.last(net, c, redeem(cards[3].code))
+	require.Contains(t, got, "END Keni shtypur shumë kode të gabuara. Mbushja me kartelë është e bllokuar deri më ")
+	require.Equal(t, "active", s.voucherState(cards[3].serial))
+	var guards struct{ Barred []struct{ MSISDN string } }
+	code, err = s.call("GET", "/v1/redeem-guards", testOpsKey, "", nil, &guards)
+	require.NoError(t, err)
+	require.Equal(t, 200, code)
+	require.Len(t, guards.Barred, 1)
+	require.Equal(t, "38344100003", guards.Barred[0].MSISDN)
+
+	// *101#: Pagesat → package → username → confirm.
+	screens = s.dial(net, a, "*101#", "1", "3", "ARBER", "1")
+	require.Equal(t, "CON Mirë se vini!\n1. Pagesat", screens[0])
+	require.Contains(t, screens[1], "3. Internet Pako 1")
+	require.Equal(t, "CON Shkruani emrin e përdoruesit (username):", screens[2])
+	require.Contains(t, screens[3], "Pagesa e pakos Internet Pako 1 për arber: 15.00 EUR + 0.50 EUR tarifë")
+	require.Contains(t, screens[4], "END Pagesa u krye: Internet Pako 1, 15.00 EUR. Paguar deri më ")
+	require.Contains(t, screens[4], "Kredia juaj është 39.50 EUR")
+	var fixed struct{ PaidUntil string }
+	code, err = s.call("GET", "/v1/fixed-accounts/arber", testOpsKey, "", nil, &fixed)
+	require.NoError(t, err)
+	require.Equal(t, 200, code)
+	require.NotEmpty(t, fixed.PaidUntil)
+	require.Equal(t, "END Shërbimin e pagesave e keni përdorur këtë muaj. Mund ta përdorni sërish muajin e ardhshëm.",
+		s.last(net, a, "*101#", "1", "1", "1234567890", "1"))
+	require.Equal(t, "END Kredi e pamjaftueshme. Kredia juaj është 6.00 EUR.", s.last(net, b, "*101#", "1", "1", "1234567890", "1"))
+	require.Equal(t, "END Llogaria nobody nuk ekziston. Kontrolloni emrin e përdoruesit ose numrin e kartelës.",
+		s.last(net, b, "*101#", "1", "3", "nobody", "1"))
+	require.Equal(t, "END Pakoja Internet Pako 2 nuk është pakoja e llogarisë arber.", s.last(net, b, "*101#", "1", "4", "arber", "1"))
+
+	// *150*MSISDN*AMOUNT# and its limits.
+	require.Equal(t, "END Shuma maksimale është 20.00 EUR.", s.last(net, a, "*150*"+b+"*25#"))
+	require.Equal(t, "END Shuma minimale është 0.50 EUR.", s.last(net, a, "*150*"+b+"*0.10#"))
+	require.Equal(t, "END Nuk mund t'i transferoni kredi numrit tuaj.", s.last(net, a, "*150*"+a+"*5#"))
+	require.Equal(t, "END Kredi e pamjaftueshme. Kredia juaj është 6.00 EUR.", s.last(net, b, "*150*"+a+"*6#", "1"))
+	require.Equal(t, "END Numri 38344999999 nuk është pajtimtar i rrjetit tonë.", s.last(net, a, "*150*"+stranger+"*5#", "1"))
+	got = s.last(net, a, "*150*"+b+"*2.50#", "1")
+	require.Contains(t, got, "END Transferuat 2.50 EUR te 38344100002. Kredia juaj është 36.90 EUR")
+	require.Equal(t, "8.50", s.subscriber(b).Balance)
+
+	// *100#: balance and validity.
+	require.Contains(t, s.last(net, b, "*100#"), "END Kredia juaj është 8.50 EUR, e vlefshme deri më ")
+	require.Equal(t, "END Shërbimi nuk njihet. Provoni *100#, *101#, *123*KODI# ose *150#.", s.last(net, a, "*999#"))
+
+	// Money: three cards in (15.00), the package and its fee (15.50) and
+	// the transfer fee (0.10) out; nothing else moved.
+	owed, _ := s.ledger()
+	require.Equal(t, "51.40", owed)
+	hA := s.history(a)
+	kinds := map[string]int{}
+	for _, e := range hA.Transactions {
+		kinds[e.Kind]++
+	}
+	require.Equal(t, map[string]int{"provision": 1, "topup": 1, "package_payment": 1, "transfer_out": 1}, kinds)
+	s.stopWait()
+}
+
+// Many subscribers redeem one card at the same instant: exactly one credit.
+func TestConcurrentRedemptionOneCredit(t *testing.T) {
+	dir, secret := t.TempDir(), writeSecret(t)
+	cards := generate(t, dir, secret, 2, 1, 10)
+	s := startServerWith(t, dir, nil, "--voucher-secret", secret)
+	net := s.issueKey("network")
+	const n = 24
+	phones := make([]string, n)
+	for i := range phones {
+		phones[i] = fmt.Sprintf("0441%05d", i+1)
+		s.provisionSub(phones[i], "1")
+	}
+	answers := make([]string, n)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range phones {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			answers[i] = s.ussd(net, fmt.Sprintf("race-%d", i), redeem(cards[0].code), phones[i], "")
+		}()
+	}
+	close(start)
+	wg.Wait()
+	credited, used := 0, 0
+	for i, a := range answers {
+		switch {
+		case strings.HasPrefix(a, "END Mbushja u krye: +10.00 EUR"):
+			credited++
+			require.Equal(t, "11.00", s.subscriber(phones[i]).Balance)
+		case a == "END Kjo kartelë është përdorur më parë.":
+			used++
+			require.Equal(t, "1.00", s.subscriber(phones[i]).Balance)
+		default:
+			t.Fatalf("unexpected answer %q", a)
+		}
+	}
+	require.Equal(t, 1, credited)
+	require.Equal(t, n-1, used)
+	topups := 0
+	for _, p := range phones {
+		for _, e := range s.history(p).Transactions {
+			if e.Kind == "topup" {
+				topups++
+			}
+		}
+	}
+	require.Equal(t, 1, topups, "one journal entry in all histories")
+	owed, _ := s.ledger()
+	require.Equal(t, "34.00", owed)
+}
+
+// A SIGKILL between the sender's durable debit and the receiver's credit:
+// after a restart the transfer is finished, money is conserved to the unit
+// and the transfer is in both histories.
+func TestTransferCrashBetweenDebitAndCredit(t *testing.T) {
+	dir, secret := t.TempDir(), writeSecret(t)
+	s := startServerWith(t, dir, []string{"OCS_FAILPOINT=" + flows.FailTransferAfterDebit}, "--voucher-secret", secret)
+	net := s.issueKey("network")
+	const a, b = "044200001", "044200002"
+	s.provisionSub(a, "10")
+	s.provisionSub(b, "1")
+	owed0, _ := s.ledger()
+
+	form := url.Values{"sessionId": {"crash"}, "serviceCode": {"*150*" + b + "*2#"}, "phoneNumber": {a}, "text": {"1"}}
+	req, err := http.NewRequest("POST", s.base+"/ussd", strings.NewReader(form.Encode()))
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Authorization", "Bearer "+net)
+	if resp, err := client.Do(req); err == nil {
+		resp.Body.Close()
+		t.Fatalf("the failpoint did not fire: %d", resp.StatusCode)
+	}
+	_ = s.cmd.Wait()
+	require.False(t, s.cmd.ProcessState.Success(), "killed, not exited")
+
+	s = startServerWith(t, dir, nil, "--voucher-secret", secret)
+	require.Equal(t, "7.90", s.subscriber(a).Balance)
+	require.Equal(t, "3.00", s.subscriber(b).Balance)
+	owed, _ := s.ledger()
+	o0, _ := charging.ParseAmount(owed0)
+	o1, _ := charging.ParseAmount(owed)
+	require.Equal(t, charging.DemoTransferRules().Fee, o0-o1, "only the fee left the ledger")
+	has := func(msisdn, kind string) bool {
+		for _, e := range s.history(msisdn).Transactions {
+			if e.Kind == kind {
+				return true
+			}
+		}
+		return false
+	}
+	require.True(t, has(a, "transfer_out"))
+	require.True(t, has(b, "transfer_in"))
+	require.Contains(t, s.stopWait(), "finished operations a crash left half-way")
+}
+
+// manualClock is the engine's and the flows' clock in the guard test.
+type manualClock struct{ now atomic.Int64 }
+
+func (c *manualClock) Now() time.Time         { return time.Unix(c.now.Load(), 0) }
+func (c *manualClock) set(t time.Time)        { c.now.Store(t.Unix()) }
+func (c *manualClock) add(d time.Duration)    { c.now.Add(int64(d / time.Second)) }
+func (c *manualClock) time() func() time.Time { return c.Now }
+
+// The brute-force bar engages at the configured failure count within the
+// window and lifts exactly when the bar ends; failures spread beyond the
+// window never bar. In process, on the real stores and engine, with an
+// injected clock.
+func TestRedeemGuardInstants(t *testing.T) {
+	dir := t.TempDir()
+	store, err := storage.Open(dir, storage.Options{})
+	require.NoError(t, err)
+	clock := &manualClock{}
+	t0 := time.Date(2026, 11, 1, 8, 0, 0, 0, time.UTC)
+	clock.set(t0)
+	cfg := charging.DemoConfig()
+	engine, err := actors.Start(actors.Config{Store: engineStore{store}, Charging: &cfg, Clock: clock})
+	require.NoError(t, err)
+	defer func() {
+		require.NoError(t, engine.Stop())
+		require.NoError(t, store.Close())
+	}()
+	policy := charging.GuardPolicy{FailuresMax: 3, Window: 10 * time.Minute, Bar: time.Hour}
+	v, err := storage.NewVouchers(store, [][]byte{[]byte("0123456789abcdef0123456789abcdef")}, policy)
+	require.NoError(t, err)
+	var sink strings.Builder
+	_, err = v.Generate(storage.GenerateOptions{Batch: 1, Count: 1, Value: charging.Euros(5), Expiry: t0.AddDate(1, 0, 0), Now: t0}, &sink)
+	require.NoError(t, err)
+	rows, err := csv.NewReader(strings.NewReader(sink.String())).ReadAll()
+	require.NoError(t, err)
+	good, err := charging.ParseVoucherCode(rows[1][1])
+	require.NoError(t, err)
+	wrong, _ := charging.ParseVoucherCode("0000000000000000")
+	f := flows.New(flows.Config{Engine: engine, Vouchers: flowVouchers{v}, Now: clock.time()})
+	const caller charging.SubscriberID = 38344300001
+	out, err := engine.Execute(&charging.Command{Kind: charging.KindProvision, Key: "p", Subscriber: caller})
+	require.NoError(t, err)
+	require.Equal(t, charging.ResultOK, out.Result)
+
+	// Two failures, then the window closes: the count starts again.
+	for range 2 {
+		res, err := f.Redeem(caller, caller, wrong)
+		require.NoError(t, err)
+		require.Equal(t, charging.VoucherUnknown, res.Voucher)
+		clock.add(time.Minute)
+	}
+	clock.set(t0.Add(policy.Window))
+	for i := range 3 {
+		res, err := f.Redeem(caller, caller, wrong)
+		require.NoError(t, err)
+		require.Equal(t, charging.VoucherUnknown, res.Voucher)
+		if i < 2 {
+			require.Zero(t, res.BarredUntil, "failure %d of a fresh window", i+1)
+			clock.add(time.Minute)
+		}
+	}
+	barredAt := clock.Now()
+	g, err := v.Guard(caller)
+	require.NoError(t, err)
+	require.Equal(t, barredAt.Add(policy.Bar).Unix(), g.BarredUntil)
+
+	clock.set(barredAt.Add(policy.Bar - time.Second))
+	res, err := f.Redeem(caller, caller, good)
+	require.NoError(t, err)
+	require.Equal(t, charging.VoucherBarred, res.Voucher, "one second before the bar lifts")
+	require.Equal(t, g.BarredUntil, res.BarredUntil)
+
+	clock.set(barredAt.Add(policy.Bar))
+	res, err = f.Redeem(caller, caller, good)
+	require.NoError(t, err)
+	require.True(t, res.OK(), "the bar lifts at its end: %+v", res)
+	require.Equal(t, charging.Euros(5), res.Outcome.Balance)
+}
+
+// stopWait stops the server with SIGTERM and returns its logs, complete:
+// cmd.Wait also waits for the copy of its output.
+func (s *server) stopWait() string {
+	require.NoError(s.t, s.cmd.Process.Signal(syscall.SIGTERM))
+	require.NoError(s.t, s.cmd.Wait(), "logs:\n%s", s.logs)
+	return s.logs.String()
+}
