@@ -22,6 +22,7 @@ import (
 	"github.com/ocs-engine/ocs/flows"
 	"github.com/ocs-engine/ocs/storage"
 	"github.com/stretchr/testify/require"
+	"github.com/valyala/fasthttp"
 )
 
 // Issue 3 end to end: every USSD flow over HTTP against a real `ocs serve`
@@ -430,4 +431,97 @@ func (s *server) stopWait() string {
 	require.NoError(s.t, s.cmd.Process.Signal(syscall.SIGTERM))
 	require.NoError(s.t, s.cmd.Wait(), "logs:\n%s", s.logs)
 	return s.logs.String()
+}
+
+// redeemBenchCardsMax bounds the cards one round may generate (about a
+// second per 200k).
+const redeemBenchCardsMax = 1_000_000
+
+type redeemFixture struct {
+	s      *server
+	net    string
+	cards  []card
+	next   atomic.Int64
+	phones []string
+}
+
+// newRedeemFixture generates n cards on a new data directory and starts a
+// server on it; b.Cleanup kills it.
+func newRedeemFixture(b *testing.B, n int) *redeemFixture {
+	t := &testing.T{} // ocsBinary and startServerWith report through require only
+	dir := b.TempDir()
+	secret := filepath.Join(b.TempDir(), "voucher.key")
+	require.NoError(b, os.WriteFile(secret, []byte("0123456789abcdef0123456789abcdef-bench"), 0o600))
+	out := filepath.Join(b.TempDir(), "cards.csv")
+	cmd := exec.Command(ocsBinary(t), "vouchers", "generate", "--data", dir, "--secret-file", secret, "--out", out,
+		"--batch", "9", "--count", fmt.Sprint(n), "--value", "5", "--expiry", "2099-12-31")
+	msg, err := cmd.CombinedOutput()
+	require.NoError(b, err, "%s", msg)
+	f, err := os.Open(out)
+	require.NoError(b, err)
+	rows, err := csv.NewReader(f).ReadAll()
+	require.NoError(b, err)
+	_ = f.Close()
+	rb := &redeemFixture{}
+	for _, r := range rows[1:] {
+		rb.cards = append(rb.cards, card{serial: r[0], code: r[1]})
+	}
+	s := startServerWith(t, dir, nil, "--voucher-secret", secret)
+	b.Cleanup(func() {
+		_ = s.cmd.Process.Kill()
+		_ = s.cmd.Wait()
+	})
+	rb.s, rb.net = s, s.issueKey("network")
+	for i := range 256 {
+		p := fmt.Sprintf("0445%05d", i+1)
+		s.provisionSub(p, "1")
+		rb.phones = append(rb.phones, p)
+	}
+	return rb
+}
+
+// BenchmarkUSSDRedeemHTTP redeems distinct cards over HTTP, POST /ussd on
+// a real `ocs serve`, from parallel clients on the same machine (they share
+// its cores: the figure is a lower bound of the server's capacity). Run it
+// with -benchtime Nx (N ≤ 1,000,000): each round generates its cards first.
+func BenchmarkUSSDRedeemHTTP(b *testing.B) {
+	if b.N > redeemBenchCardsMax {
+		b.Fatalf("b.N %d above %d cards", b.N, redeemBenchCardsMax)
+	}
+	rb := newRedeemFixture(b, b.N)
+	fc := &fasthttp.Client{MaxConnsPerHost: 256}
+	var failed atomic.Int64
+	b.ReportAllocs()
+	b.SetParallelism(32)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+		defer fasthttp.ReleaseRequest(req)
+		defer fasthttp.ReleaseResponse(resp)
+		for pb.Next() {
+			i := rb.next.Add(1) - 1
+			if i >= int64(len(rb.cards)) {
+				failed.Add(1)
+				continue
+			}
+			req.Reset()
+			req.SetRequestURI(rb.s.base + "/ussd")
+			req.Header.SetMethod("POST")
+			req.Header.Set("Authorization", "Bearer "+rb.net)
+			req.Header.SetContentType("application/x-www-form-urlencoded")
+			req.SetBodyString(url.Values{"sessionId": {fmt.Sprint("b", i)}, "serviceCode": {redeem(rb.cards[i].code)},
+				"phoneNumber": {rb.phones[i%int64(len(rb.phones))]}, "text": {""}}.Encode())
+			if err := fc.DoTimeout(req, resp, 10*time.Second); err != nil || !bytes.HasPrefix(resp.Body(), []byte("END Mbushja u krye")) {
+				if failed.Add(1) == 1 {
+					b.Logf("first failure: %v %q", err, resp.Body())
+				}
+			}
+		}
+	})
+	b.StopTimer()
+	if n := failed.Load(); n > 0 {
+		exited := rb.s.cmd.ProcessState != nil
+		b.Fatalf("%d of %d redemptions failed or ran out of cards (%d); server exited: %v; logs:\n%s", n, b.N, len(rb.cards), exited, rb.s.logs)
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "redemptions/s")
 }
