@@ -60,22 +60,30 @@ func (e *engine) balance(id charging.SubscriberID) charging.Amount {
 	return e.accounts[id].Balance
 }
 
-// transfers is an in-memory Transfers.
+// transfers is an in-memory Transfers, with the real one's key index.
 type transfers struct {
 	mu   sync.Mutex
 	next uint64
 	m    map[uint64]charging.Transfer
+	keys map[string]uint64
 }
 
-func newTransfers() *transfers { return &transfers{m: map[uint64]charging.Transfer{}} }
+func newTransfers() *transfers {
+	return &transfers{m: map[uint64]charging.Transfer{}, keys: map[string]uint64{}}
+}
 
-func (t *transfers) Begin(from, to charging.SubscriberID, amount, fee charging.Amount, now time.Time) (charging.Transfer, error) {
+func (t *transfers) Begin(key string, from, to charging.SubscriberID, amount, fee charging.Amount, now time.Time) (charging.Transfer, bool, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	k := from.String() + "/" + key
+	if id, ok := t.keys[k]; ok {
+		return t.m[id], true, nil
+	}
 	t.next++
 	tr := charging.Transfer{ID: t.next, From: from, To: to, Amount: amount, Fee: fee, State: charging.TransferPending, Created: now.Unix()}
 	t.m[tr.ID] = tr
-	return tr, nil
+	t.keys[k] = tr.ID
+	return tr, false, nil
 }
 
 func (t *transfers) Advance(id uint64, next charging.TransferState) (charging.Transfer, error) {

@@ -39,7 +39,9 @@ type Vouchers interface {
 
 // Transfers is the transfer record store (storage.Transfers).
 type Transfers interface {
-	Begin(from, to charging.SubscriberID, amount, fee charging.Amount, now time.Time) (charging.Transfer, error)
+	// Begin starts a transfer, or returns the one the same sender's request
+	// key began before (existed true).
+	Begin(key string, from, to charging.SubscriberID, amount, fee charging.Amount, now time.Time) (tr charging.Transfer, existed bool, err error)
 	Advance(id uint64, next charging.TransferState) (charging.Transfer, error)
 	Open(limit int) ([]charging.Transfer, error)
 }
@@ -254,8 +256,11 @@ func (f *Flows) creditRedemption(r *Redemption, res *Result, other bool) error {
 	return nil
 }
 
-// Transfer sends amount from caller to to; the fee is debited on top.
-func (f *Flows) Transfer(from, to charging.SubscriberID, amount charging.Amount) (Result, error) {
+// Transfer sends amount from caller to to; the fee is debited on top. key is
+// the caller's request key: a retry finds the transfer the first attempt
+// began and re-drives it (every leg is idempotent by its own key), so money
+// moves once however often the request comes.
+func (f *Flows) Transfer(key string, from, to charging.SubscriberID, amount charging.Amount) (Result, error) {
 	res := Result{Subscriber: from, Amount: amount}
 	if f.cfg.Transfers == nil {
 		return res, ErrNotConfigured
@@ -269,15 +274,48 @@ func (f *Flows) Transfer(from, to charging.SubscriberID, amount charging.Amount)
 		f.metrics.transferred(&res, err)
 		return res, err
 	}
-	tr, err := f.cfg.Transfers.Begin(from, to, amount, f.cfg.Rules.Fee, f.now())
+	tr, existed, err := f.cfg.Transfers.Begin(key, from, to, amount, f.cfg.Rules.Fee, f.now())
 	if err != nil {
 		f.metrics.transferred(&res, err)
 		return res, fmt.Errorf("flows: begin transfer: %w", err)
 	}
 	res.Ref = tr.ID
+	if existed && tr.State.Final() {
+		err = f.answerFinished(tr, &res)
+		return res, err
+	}
 	err = f.driveTransfer(tr, &res)
 	f.metrics.transferred(&res, err)
 	return res, err
+}
+
+// answerFinished answers a retry of a transfer that already ended, from its
+// record and the sender's account now. No leg runs again: a refused debit was
+// not recorded under its key, so running it again would be a new debit. The
+// record keeps the outcome, not the reason of a refusal, which is told as the
+// sender's account explains it now.
+func (f *Flows) answerFinished(tr charging.Transfer, res *Result) error {
+	out, err := f.cfg.Engine.Execute(&charging.Command{Kind: charging.KindInquire, Subscriber: tr.From})
+	if err != nil {
+		return err
+	}
+	res.Outcome = out
+	switch tr.State {
+	case charging.TransferCredited:
+		res.Account = charging.ResultOK
+	case charging.TransferReversed:
+		res.Account, res.ByReceiver = charging.ResultUnknownSubscriber, true
+	default: // refused
+		switch out.State {
+		case charging.StateGrace:
+			res.Account = charging.ResultGraceOutgoingBarred
+		case charging.StateSuspended:
+			res.Account = charging.ResultSuspended
+		default:
+			res.Account = charging.ResultInsufficientBalance
+		}
+	}
+	return nil
 }
 
 func debitCommand(tr *charging.Transfer) charging.Command {

@@ -31,7 +31,7 @@ func setup(t *testing.T) (*Flows, *engine, *transfers, *vouchers, *prometheus.Re
 
 func TestTransferCreditedFeeLeavesLedger(t *testing.T) {
 	f, e, tr, _, reg := setup(t)
-	res, err := f.Transfer(alice, bob, charging.Euros(3))
+	res, err := f.Transfer("k1", alice, bob, charging.Euros(3))
 	require.NoError(t, err)
 	require.True(t, res.OK(), "%+v", res)
 	fee := charging.DemoTransferRules().Fee
@@ -47,15 +47,15 @@ func TestTransferCreditedFeeLeavesLedger(t *testing.T) {
 
 func TestTransferRefusals(t *testing.T) {
 	f, e, tr, _, _ := setup(t)
-	res, err := f.Transfer(alice, carol, charging.Euros(3))
+	res, err := f.Transfer("k2", alice, carol, charging.Euros(3))
 	require.NoError(t, err)
 	require.Equal(t, charging.ResultUnknownSubscriber, res.Account)
 	require.True(t, res.ByReceiver)
 	require.Empty(t, tr.m, "no record for an unknown receiver")
 
-	res, _ = f.Transfer(alice, bob, charging.Euros(21))
+	res, _ = f.Transfer("k3", alice, bob, charging.Euros(21))
 	require.Equal(t, charging.TransferAboveMaximum, res.Transfer)
-	res, _ = f.Transfer(bob, alice, charging.Euros(1))
+	res, _ = f.Transfer("k4", bob, alice, charging.Euros(1))
 	require.Equal(t, charging.ResultInsufficientBalance, res.Account, "1.00 + 0.10 fee > 1.00")
 	require.False(t, res.ByReceiver)
 	require.Equal(t, charging.TransferRefused, tr.m[res.Ref].State)
@@ -68,7 +68,7 @@ func TestTransferRefusals(t *testing.T) {
 func TestTransferReversed(t *testing.T) {
 	f, e, tr, _, _ := setup(t)
 	e.accounts[bob].Balance = charging.BalanceMax - charging.Euros(1)
-	res, err := f.Transfer(alice, bob, charging.Euros(2))
+	res, err := f.Transfer("k5", alice, bob, charging.Euros(2))
 	require.NoError(t, err)
 	require.Equal(t, charging.ResultBalanceLimit, res.Account)
 	require.True(t, res.ByReceiver)
@@ -82,7 +82,7 @@ func TestTransferReversed(t *testing.T) {
 func TestTransferRecoveryEveryState(t *testing.T) {
 	for _, debited := range []bool{false, true} {
 		f, e, tr, _, _ := setup(t)
-		rec, _ := tr.Begin(alice, bob, charging.Euros(2), charging.DemoTransferRules().Fee, t0)
+		rec, _, _ := tr.Begin("rec", alice, bob, charging.Euros(2), charging.DemoTransferRules().Fee, t0)
 		// The crash came after the debit was durable: with debited, the
 		// record says so; without, only the account knows.
 		debit := debitCommand(&rec)
@@ -112,7 +112,7 @@ func TestTransferFailpointAfterDebit(t *testing.T) {
 		require.Equal(t, charging.Euros(10)-charging.Euros(2)-charging.DemoTransferRules().Fee, e.accounts[alice].Balance)
 		require.Equal(t, charging.TransferPending, tr.m[1].State)
 	}
-	_, err := f.Transfer(alice, bob, charging.Euros(2))
+	_, err := f.Transfer("k6", alice, bob, charging.Euros(2))
 	require.NoError(t, err)
 	require.Equal(t, []string{FailTransferAfterDebit}, seen)
 }
@@ -180,4 +180,35 @@ func value(c prometheus.Counter) float64 {
 		panic(err)
 	}
 	return m.GetCounter().GetValue()
+}
+
+// A retried transfer request, with its original key, finds the transfer the
+// first attempt made: money moves once, and the retry is told the same.
+func TestTransferRetryMovesMoneyOnce(t *testing.T) {
+	f, e, _, _, _ := setup(t)
+	first, err := f.Transfer("U/retry", alice, bob, charging.Euros(2))
+	require.NoError(t, err)
+	require.True(t, first.OK())
+	again, err := f.Transfer("U/retry", alice, bob, charging.Euros(2))
+	require.NoError(t, err)
+	require.True(t, again.OK())
+	require.Equal(t, first.Ref, again.Ref)
+	fee := charging.DemoTransferRules().Fee
+	require.Equal(t, charging.Euros(10)-charging.Euros(2)-fee, e.balance(alice))
+	require.Equal(t, charging.Euros(1)+charging.Euros(2), e.balance(bob))
+}
+
+// A refused transfer stays refused: its retry must not debit, even after
+// the sender has been topped up and could now pay.
+func TestTransferRetryOfARefusalNeverDebitsLater(t *testing.T) {
+	f, e, _, _, _ := setup(t)
+	res, err := f.Transfer("U/poor", bob, alice, charging.Euros(1))
+	require.NoError(t, err)
+	require.Equal(t, charging.ResultInsufficientBalance, res.Account)
+	e.provision(bob, charging.Euros(50)) // topped up meanwhile
+	before := e.balance(bob)
+	res, err = f.Transfer("U/poor", bob, alice, charging.Euros(1))
+	require.NoError(t, err)
+	require.False(t, res.OK())
+	require.Equal(t, before, e.balance(bob))
 }

@@ -45,6 +45,7 @@ import (
 const (
 	tagTransfer     byte = 0x19 // | id:8 → Transfer
 	tagTransferOpen byte = 0x1A // | id:8 → (empty) index of non-final transfers
+	tagTransferKey  byte = 0x1B // | from:8 | request key → id:8, so a retried request finds its transfer
 	transferV1      byte = 1
 	transferLen          = 1 + 8 + 8 + 8 + 8 + 8 + 1 + 8
 )
@@ -57,9 +58,10 @@ var ErrTransferStep = errors.New("storage: transfer cannot move to this state")
 
 // Transfers is the transfer record store. Safe for concurrent use.
 type Transfers struct {
-	db    *pebble.DB
-	locks [256]sync.Mutex
-	mu    struct {
+	db       *pebble.DB
+	locks    [256]sync.Mutex
+	keyLocks [64]sync.Mutex
+	mu       struct {
 		sync.Mutex
 		next uint64
 	}
@@ -96,24 +98,63 @@ func idKey(tag byte, id uint64) []byte {
 	return binary.BigEndian.AppendUint64(appendTable(make([]byte, 0, 9), tag), id)
 }
 
-// Begin is step 1: it records a pending transfer and returns it.
-func (t *Transfers) Begin(from, to charging.SubscriberID, amount, fee charging.Amount, now time.Time) (charging.Transfer, error) {
+// ErrTransferKeyReused is returned by Begin for a request key the sender
+// already used for a transfer with another receiver or amount.
+var ErrTransferKeyReused = errors.New("storage: this request key was already used for another transfer")
+
+// Begin is step 1: it records a pending transfer and returns it. The
+// sender's request key makes it idempotent: a retry of the same request
+// (same key, receiver and amount) returns the transfer the first attempt
+// began, with existed true, so that the caller re-drives it instead of
+// starting a second one. The key index is written in the same synced batch
+// as the record.
+func (t *Transfers) Begin(key string, from, to charging.SubscriberID, amount, fee charging.Amount, now time.Time) (tr charging.Transfer, existed bool, err error) {
+	if len(key) == 0 || len(key) > charging.RequestKeyBytesMax {
+		return tr, false, fmt.Errorf("%w: transfer request key of %d bytes, want 1..%d", ErrInvalid, len(key), charging.RequestKeyBytesMax)
+	}
+	// One lock stripe per sender: two concurrent retries of one request
+	// cannot both miss the index.
+	mu := &t.keyLocks[uint64(from)%uint64(len(t.keyLocks))]
+	mu.Lock()
+	defer mu.Unlock()
+	k := binary.BigEndian.AppendUint64(appendTable(make([]byte, 0, 9+len(key)), tagTransferKey), uint64(from))
+	k = append(k, key...)
+	v, closer, err := t.db.Get(k)
+	switch {
+	case err == nil:
+		if len(v) != 8 {
+			_ = closer.Close()
+			return tr, false, fmt.Errorf("%w: transfer key index of %d bytes", ErrCorrupt, len(v))
+		}
+		id := binary.BigEndian.Uint64(v)
+		_ = closer.Close()
+		if tr, err = t.Get(id); err != nil {
+			return tr, false, err
+		}
+		if tr.To != to || tr.Amount != amount {
+			return tr, false, ErrTransferKeyReused
+		}
+		return tr, true, nil
+	case !errors.Is(err, pebble.ErrNotFound):
+		return tr, false, fmt.Errorf("storage: transfer key index: %w", err)
+	}
 	t.mu.Lock()
 	id := t.mu.next
 	t.mu.next++
 	t.mu.Unlock()
-	tr := charging.Transfer{ID: id, From: from, To: to, Amount: amount, Fee: fee, State: charging.TransferPending, Created: now.Unix()}
+	tr = charging.Transfer{ID: id, From: from, To: to, Amount: amount, Fee: fee, State: charging.TransferPending, Created: now.Unix()}
 	if err := validateTransfer(&tr); err != nil {
-		return tr, fmt.Errorf("%w: %v", ErrInvalid, err)
+		return tr, false, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
 	b := t.db.NewBatch()
 	defer b.Close()
 	_ = b.Set(idKey(tagTransfer, id), appendTransfer(nil, &tr), nil)
 	_ = b.Set(idKey(tagTransferOpen, id), nil, nil)
+	_ = b.Set(k, binary.BigEndian.AppendUint64(nil, id), nil)
 	if err := b.Commit(pebble.Sync); err != nil {
-		return tr, fmt.Errorf("storage: begin transfer: %w", err)
+		return tr, false, fmt.Errorf("storage: begin transfer: %w", err)
 	}
-	return tr, nil
+	return tr, false, nil
 }
 
 // Get returns transfer id.

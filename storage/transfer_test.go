@@ -70,7 +70,7 @@ func TestTransferCrashAtEveryStepConservesMoney(t *testing.T) {
 			ts, err := NewTransfers(s)
 			require.NoError(t, err)
 			l := &ledger{bal: map[charging.SubscriberID]charging.Amount{a: charging.Euros(10), b: charging.Euros(1)}, keys: map[string]bool{}}
-			tr, err := ts.Begin(a, b, amount, 10*charging.AmountPerCent, vchNow)
+			tr, _, err := ts.Begin("first", a, b, amount, 10*charging.AmountPerCent, vchNow)
 			require.NoError(t, err)
 			drive(t, ts, l, tr, steps)
 			// Crash: reopen, recover every open transfer, twice (recovery
@@ -103,7 +103,7 @@ func TestTransferCrashAtEveryStepConservesMoney(t *testing.T) {
 				t.Fatalf("steps %d: final state %v", steps, got.State)
 			}
 			// IDs continue after a reopen.
-			next, err := ts.Begin(a, b, charging.Euros(1), 0, vchNow)
+			next, _, err := ts.Begin("second", a, b, charging.Euros(1), 0, vchNow)
 			require.NoError(t, err)
 			require.Equal(t, tr.ID+1, next.ID)
 			require.NoError(t, s.Close())
@@ -117,13 +117,45 @@ func TestTransferAdvanceRefusesSkips(t *testing.T) {
 	defer s.Close()
 	ts, err := NewTransfers(s)
 	require.NoError(t, err)
-	tr, err := ts.Begin(38344000001, 38349000002, charging.Euros(1), 0, vchNow)
+	tr, _, err := ts.Begin("k", 38344000001, 38349000002, charging.Euros(1), 0, vchNow)
 	require.NoError(t, err)
 	_, err = ts.Advance(tr.ID, charging.TransferCredited)
 	require.ErrorIs(t, err, ErrTransferStep, "a credit before the debit")
 	_, err = ts.Advance(999, charging.TransferDebited)
 	require.ErrorIs(t, err, ErrTransferNotFound)
-	_, err = ts.Begin(38344000001, 38344000001, charging.Euros(1), 0, vchNow)
+	_, _, err = ts.Begin("self", 38344000001, 38344000001, charging.Euros(1), 0, vchNow)
+	require.ErrorIs(t, err, ErrInvalid)
+}
+
+// A retried transfer request finds the transfer its first attempt began,
+// across a reopen; the same key for another transfer is refused.
+func TestTransferBeginIsIdempotentByKey(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, Options{})
+	require.NoError(t, err)
+	ts, err := NewTransfers(s)
+	require.NoError(t, err)
+	first, existed, err := ts.Begin("U/abc", 38344000001, 38349000002, charging.Euros(2), 1000, vchNow)
+	require.NoError(t, err)
+	require.False(t, existed)
+	require.NoError(t, s.Close())
+
+	s, err = Open(dir, Options{})
+	require.NoError(t, err)
+	defer s.Close()
+	ts, err = NewTransfers(s)
+	require.NoError(t, err)
+	again, existed, err := ts.Begin("U/abc", 38344000001, 38349000002, charging.Euros(2), 1000, vchNow)
+	require.NoError(t, err)
+	require.True(t, existed)
+	require.Equal(t, first.ID, again.ID)
+	_, _, err = ts.Begin("U/abc", 38344000001, 38349000002, charging.Euros(3), 1000, vchNow)
+	require.ErrorIs(t, err, ErrTransferKeyReused)
+	other, existed, err := ts.Begin("U/abc", 38344000009, 38349000002, charging.Euros(2), 1000, vchNow)
+	require.NoError(t, err, "keys are per sender")
+	require.False(t, existed)
+	require.NotEqual(t, first.ID, other.ID)
+	_, _, err = ts.Begin("", 38344000001, 38349000002, charging.Euros(2), 1000, vchNow)
 	require.ErrorIs(t, err, ErrInvalid)
 }
 

@@ -140,8 +140,8 @@ func (u ussdEngine) Inquire(_ context.Context, caller charging.SubscriberID) (us
 	return replyOf(&res), err
 }
 
-func (u ussdEngine) Transfer(_ context.Context, _ string, caller, to charging.SubscriberID, amount charging.Amount) (ussd.Reply, error) {
-	res, err := u.f.Transfer(caller, to, amount)
+func (u ussdEngine) Transfer(_ context.Context, key string, caller, to charging.SubscriberID, amount charging.Amount) (ussd.Reply, error) {
+	res, err := u.f.Transfer(key, caller, to, amount)
 	return replyOf(&res), err
 }
 
