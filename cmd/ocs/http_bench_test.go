@@ -52,13 +52,7 @@ func benchHTTPCharge(b *testing.B, metrics bool) {
 		b.Fatal(err)
 	}
 	defer engine.Stop()
-	for i := 0; i < subscribers; i++ {
-		cmd := charging.Command{Kind: charging.KindProvision, Subscriber: charging.SubscriberID(38349000000 + i),
-			Amount: charging.Euros(1_000), Channel: charging.ChannelOps, Key: "provision"}
-		if out, err := engine.Execute(&cmd); err != nil || out.Result != charging.ResultOK {
-			b.Fatal(out.Result, err)
-		}
-	}
+	provisionBench(b, engine, subscribers)
 	token, err := store.IssueKey(uint8(httpapi.RoleNetwork))
 	if err != nil {
 		b.Fatal(err)

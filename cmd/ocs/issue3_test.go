@@ -28,36 +28,6 @@ import (
 // Issue 3 end to end: every USSD flow over HTTP against a real `ocs serve`
 // child process, scratch cards made by the real `ocs vouchers generate`.
 
-// startServerWith is startServer with extra flags and environment.
-func startServerWith(t *testing.T, dir string, env []string, args ...string) *server {
-	t.Helper()
-	addr := freePort(t)
-	s := &server{t: t, base: "http://" + addr, logs: &bytes.Buffer{}}
-	s.cmd = exec.Command(ocsBinary(t), append([]string{"serve", "--data", dir, "--listen", addr}, args...)...)
-	s.cmd.Env = append(append(os.Environ(), "OCS_BOOTSTRAP_KEY="+testOpsKey), env...)
-	s.cmd.Stdout, s.cmd.Stderr = s.logs, s.logs
-	require.NoError(t, s.cmd.Start())
-	t.Cleanup(func() {
-		if s.cmd.ProcessState == nil {
-			_ = s.cmd.Process.Kill()
-			_ = s.cmd.Wait()
-		}
-	})
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		resp, err := http.Get(s.base + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return s
-			}
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("ocs serve did not become ready; logs:\n%s", s.logs)
-	return nil
-}
-
 // card is one row of the printer's CSV.
 type card struct{ serial, code string }
 

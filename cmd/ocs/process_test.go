@@ -65,16 +65,22 @@ func freePort(t *testing.T) string {
 // startServer starts ocs serve on dir and waits until /readyz answers.
 func startServer(t *testing.T, dir string) *server {
 	t.Helper()
+	return startServerWith(t, dir, nil)
+}
+
+// startServerWith is startServer with extra environment and flags.
+func startServerWith(t *testing.T, dir string, env []string, args ...string) *server {
+	t.Helper()
 	addr := freePort(t)
 	s := &server{t: t, base: "http://" + addr, logs: &bytes.Buffer{}}
-	s.cmd = exec.Command(ocsBinary(t), "serve", "--data", dir, "--listen", addr)
-	s.cmd.Env = append(os.Environ(), "OCS_BOOTSTRAP_KEY="+testOpsKey)
+	s.cmd = exec.Command(ocsBinary(t), append([]string{"serve", "--data", dir, "--listen", addr}, args...)...)
+	s.cmd.Env = append(append(os.Environ(), "OCS_BOOTSTRAP_KEY="+testOpsKey), env...)
 	s.cmd.Stdout, s.cmd.Stderr = s.logs, s.logs
 	require.NoError(t, s.cmd.Start())
 	t.Cleanup(func() {
 		if s.cmd.ProcessState == nil {
 			_ = s.cmd.Process.Kill()
-			_, _ = s.cmd.Process.Wait()
+			_ = s.cmd.Wait()
 		}
 	})
 	deadline := time.Now().Add(10 * time.Second)
