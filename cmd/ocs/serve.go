@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -138,7 +139,7 @@ func serve(args []string) error {
 	api := httpapi.New(httpapi.Config{Engine: engine, Keys: keys{store}, Registerer: reg, Logger: log, Tariffs: cfg.Tariffs,
 		Metrics:  fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})),
 		USSD:     issue3.ussd.ServeHTTP,
-		Vouchers: issue3.ops, Fixed: issue3.ops, Catalogue: &catalogue})
+		Vouchers: issue3.ops, Fixed: issue3.ops, VoucherGenerator: voucherGenerator{issue3.ops.v}, Catalogue: &catalogue})
 
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {
@@ -208,6 +209,19 @@ func startFlows(f *serveFlags, store *storage.Store, engine *actors.Engine, reg 
 	w.ussd = ussd.NewHandler(ussdEngine{fl}, ussd.Options{Menu: menu})
 	w.ops = opsStores{v: v, f: fx}
 	return w, nil
+}
+
+// voucherGenerator serves POST /v1/voucher-batches with the CLI's own
+// storage.Vouchers.Generate: one generation path, one uniqueness check,
+// one lock.
+type voucherGenerator struct{ v *storage.Vouchers }
+
+func (g voucherGenerator) GenerateBatch(b httpapi.VoucherBatch, now time.Time, csv io.Writer) error {
+	_, err := g.v.Generate(storage.GenerateOptions{Batch: b.ID, Count: b.Count, Value: b.Value, Expiry: b.Expiry, Now: now}, csv)
+	if errors.Is(err, storage.ErrVoucherBatchExists) {
+		return httpapi.ErrExists
+	}
+	return err
 }
 
 // shutdown stops in dependency order: no new requests, every request in

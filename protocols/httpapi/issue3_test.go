@@ -19,6 +19,9 @@ type fakeIssue3 struct {
 	cards   map[uint64]charging.Voucher
 	batches map[uint32]bool
 	guards  map[charging.SubscriberID]charging.RedeemGuard
+	// generated records every GenerateBatch call that succeeded.
+	generated []VoucherBatch
+	failNext  bool // GenerateBatch fails after its first row
 }
 
 func (f *fakeIssue3) FixedAccount(id string) (charging.FixedAccount, bool, error) {
@@ -95,7 +98,7 @@ func newIssue3Harness(t *testing.T, stores bool) (*harness, *fakeIssue3) {
 	cfg := Config{Engine: h.engine, Keys: h.keys, Clock: func() time.Time { return testNow },
 		USSD: func(ctx *fasthttp.RequestCtx) { ctx.SetBodyString("END " + string(ctx.PostBody())) }}
 	if stores {
-		cfg.Vouchers, cfg.Fixed = f, f
+		cfg.Vouchers, cfg.Fixed, cfg.VoucherGenerator = f, f, f
 	}
 	h.srv = New(cfg)
 	ln := fasthttputil.NewInmemoryListener()

@@ -27,16 +27,17 @@ const (
 	opBatchBlock
 	opGuards
 	opUSSD
+	opBatchGenerate
 	opCount
 )
 
 var opNames = [opCount]string{"", "charge", "reserve", "update", "release", "topup", "adjust", "bucket",
 	"provision", "subscriber", "transactions", "refund", "ledger", "apikeys", "meta",
-	"fixed_account_put", "fixed_account", "voucher", "voucher_block", "batch_block", "redeem_guards", "ussd"}
+	"fixed_account_put", "fixed_account", "voucher", "voucher_block", "batch_block", "redeem_guards", "ussd", "batch_generate"}
 
 var opInterface = [opCount]string{"", "nchf", "nchf", "nchf", "nchf", "tmf", "tmf", "tmf",
 	"ops", "ops", "ops", "ops", "ops", "ops", "ops",
-	"ops", "ops", "ops", "ops", "ops", "ops", "ussd"}
+	"ops", "ops", "ops", "ops", "ops", "ops", "ussd", "ops"}
 
 // roles is a bit set of Role values allowed on a route; 0 means no auth.
 type roles uint8
@@ -85,6 +86,7 @@ var routes = []*route{
 	{method: "GET", pattern: "/v1/fixed-accounts/{id}", op: opFixed, roles: ops, handler: (*Server).opsFixedGet},
 	{method: "GET", pattern: "/v1/vouchers/{serial}", op: opVoucher, roles: ops, handler: (*Server).opsVoucher},
 	{method: "POST", pattern: "/v1/vouchers/{serial}/block", op: opVoucherBlock, roles: ops, handler: (*Server).opsVoucherBlock},
+	{method: "POST", pattern: "/v1/voucher-batches", op: opBatchGenerate, roles: ops, handler: (*Server).opsBatchGenerate},
 	{method: "POST", pattern: "/v1/voucher-batches/{batch}/block", op: opBatchBlock, roles: ops, handler: (*Server).opsBatchBlock},
 	{method: "GET", pattern: "/v1/redeem-guards", op: opGuards, roles: ops, handler: (*Server).opsGuards},
 	{method: "GET", pattern: "/v1/redeem-guards/{msisdn}", op: opGuards, roles: ops, handler: (*Server).opsGuard},

@@ -53,6 +53,8 @@ type Config struct {
 	// redemption guard and fixed-service accounts; nil answers 501.
 	Vouchers Vouchers
 	Fixed    FixedAccounts
+	// VoucherGenerator serves POST /v1/voucher-batches; nil answers 501.
+	VoucherGenerator VoucherGenerator
 	// Catalogue names and validates fixed-service packages; nil is
 	// charging.DemoCatalogue().
 	Catalogue *charging.Catalogue
@@ -74,6 +76,7 @@ type Server struct {
 	ussd      fasthttp.RequestHandler
 	vouchers  Vouchers
 	fixed     FixedAccounts
+	generator VoucherGenerator
 	catalogue *charging.Catalogue
 }
 
@@ -98,7 +101,7 @@ func New(cfg Config) *Server {
 	}
 	s := &Server{engine: cfg.Engine, keys: cfg.Keys, log: cfg.Logger, clock: cfg.Clock,
 		tariffs: cfg.Tariffs, m: newMetrics(cfg.Registerer), metrics: cfg.Metrics,
-		ussd: cfg.USSD, vouchers: cfg.Vouchers, fixed: cfg.Fixed, catalogue: cfg.Catalogue}
+		ussd: cfg.USSD, vouchers: cfg.Vouchers, fixed: cfg.Fixed, generator: cfg.VoucherGenerator, catalogue: cfg.Catalogue}
 	if s.catalogue == nil {
 		c := charging.DemoCatalogue()
 		s.catalogue = &c
