@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -410,11 +411,16 @@ func (l pebbleLogger) Errorf(format string, args ...any) {
 }
 
 // Fatalf is called by Pebble on an unrecoverable internal error; it must
-// not return.
+// not return. It logs and exits, as Pebble's own default logger does: a
+// panic would unwind through Pebble code holding its mutexes and end in
+// "unlock of unlocked mutex", hiding the cause. Exiting loses nothing
+// acknowledged: every acknowledged change is already synced.
 func (l pebbleLogger) Fatalf(format string, args ...any) {
-	msg := "pebble: " + fmt.Sprintf(format, args...)
-	l.log.Error(msg)
-	panic(msg)
+	l.log.Error("pebble: fatal: " + fmt.Sprintf(format, args...))
+	os.Exit(exitPebbleFatal)
 }
+
+// exitPebbleFatal is the exit status after a fatal Pebble error (EX_SOFTWARE).
+const exitPebbleFatal = 70
 
 var _ io.Closer = (*Store)(nil)
