@@ -25,11 +25,13 @@ type AuditReport struct {
 	ToppedUp              charging.Amount // acknowledged top-ups
 	Charged               charging.Amount // acknowledged event charges
 	SessionDebited        charging.Amount // acknowledged session usage, priced by the tariff
+	VoucherCredited       charging.Amount // values of acknowledged card redemptions
 	Uncertain             int64           // requests whose outcome is unknown
 
 	SubscribersChecked int // balances compared one by one
 	SubscribersSkipped int // skipped: an unknown outcome touched them
-	TopUpsChecked      int // acknowledged top-ups looked up in histories
+	TopUpsChecked      int // acknowledged top-ups (card credits included) looked up in histories
+	VouchersChecked    int // of which card credits (kind topup, channel voucher)
 	TopUpsWithoutID    int64
 }
 
@@ -99,9 +101,9 @@ func (a *ledgerAudit) before(c *Client, sampleMax int) error {
 // after compares the server's books with t, what was acknowledged.
 func (a *ledgerAudit) after(c *Client, t tally, topUpsMax int) AuditReport {
 	rep := AuditReport{OK: true, OwedBefore: a.owed, ToppedUp: t.toppedUp, Charged: t.charged,
-		SessionDebited: t.sessionDebited, Uncertain: t.uncertain, TopUpsWithoutID: a.noID.Load()}
+		SessionDebited: t.sessionDebited, VoucherCredited: t.voucherCredited, Uncertain: t.uncertain, TopUpsWithoutID: a.noID.Load()}
 	if rep.TopUpsWithoutID > 0 {
-		rep.problem("%d acknowledged top-ups carried no transaction ID naming their subscriber", rep.TopUpsWithoutID)
+		rep.problem("%d acknowledged top-ups or card credits carried no transaction ID naming their subscriber", rep.TopUpsWithoutID)
 	}
 	totals, err := c.Ledger()
 	if err != nil {
@@ -109,14 +111,14 @@ func (a *ledgerAudit) after(c *Client, t tally, topUpsMax int) AuditReport {
 		return rep
 	}
 	rep.OwedAfter = totals.Owed
-	want := a.owed + t.toppedUp - t.charged - t.sessionDebited
+	want := a.owed + t.toppedUp + t.voucherCredited - t.charged - t.sessionDebited
 	switch {
 	case t.uncertain > 0:
 		rep.problem("%d requests had an unknown outcome (timeouts or errors): the ledger total cannot be checked to the unit (owed %s, expected %s if none applied)",
 			t.uncertain, totals.Owed, want)
 	case totals.Owed != want:
-		rep.problem("ledger owed %s, expected %s (before %s + top-ups %s - charges %s - session debits %s): off by %s",
-			totals.Owed, want, a.owed, t.toppedUp, t.charged, t.sessionDebited, totals.Owed-want)
+		rep.problem("ledger owed %s, expected %s (before %s + top-ups %s + card credits %s - charges %s - session debits %s): off by %s",
+			totals.Owed, want, a.owed, t.toppedUp, t.voucherCredited, t.charged, t.sessionDebited, totals.Owed-want)
 	}
 	a.checkBalances(c, &rep)
 	checkHistories(c, t.topUpIDs, topUpsMax, &rep)
@@ -155,7 +157,8 @@ func (a *ledgerAudit) checkBalances(c *Client, rep *AuditReport) {
 }
 
 // checkHistories looks up to max acknowledged top-ups up in the histories
-// of their subscribers: each must be there, as a top-up of its amount.
+// of their subscribers: each must be there, as a top-up of its amount, and
+// a card's credit on the voucher channel.
 func checkHistories(c *Client, ids []topUpID, max int, rep *AuditReport) {
 	if len(ids) > max {
 		// A deterministic spread, not the first ones: early and late
@@ -185,8 +188,17 @@ func checkHistories(c *Client, ids []topUpID, max int, rep *AuditReport) {
 		mu.Lock()
 		defer mu.Unlock()
 		rep.TopUpsChecked += len(want)
+		for _, w := range want {
+			if w.voucher {
+				rep.VouchersChecked++
+			}
+		}
 		for _, m := range missing {
-			rep.problem("acknowledged top-up %d-%d of %s is missing from the history", FirstMSISDN+uint64(m.sub), m.seq, m.amount)
+			what := "top-up"
+			if m.voucher {
+				what = "card credit (channel voucher)"
+			}
+			rep.problem("acknowledged %s %d-%d of %s is missing from the history", what, FirstMSISDN+uint64(m.sub), m.seq, m.amount)
 		}
 		return nil
 	})
@@ -212,7 +224,7 @@ func findInHistory(k *conn, msisdn uint64, want []topUpID) ([]topUpID, error) {
 			return nil, err
 		}
 		for _, e := range entries {
-			if w, ok := pending[e.Seq]; ok && e.Kind == "topup" && e.Amount == w.amount {
+			if w, ok := pending[e.Seq]; ok && e.Kind == "topup" && e.Amount == w.amount && (!w.voucher || e.Channel == "voucher") {
 				delete(pending, e.Seq)
 			}
 		}

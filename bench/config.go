@@ -35,7 +35,7 @@ type Mix struct {
 	SMS     int // event charges
 	Session int // session steps: create, update, release
 	TopUp   int // electronic top-ups
-	Voucher int // voucher redemptions (not on the server yet)
+	Voucher int // voucher redemptions over USSD (0 in DefaultMix)
 	Bank    int // bank SMS top-ups (not on the server yet)
 }
 
@@ -89,6 +89,18 @@ type Config struct {
 	TopUp charging.Amount
 	// SessionUpdates is the number of updates between create and release.
 	SessionUpdates int
+	// VoucherValue is the face value of the cards the voucher operations
+	// redeem: 5, 10 or 20 euros.
+	VoucherValue charging.Amount
+	// VoucherCards is the number of cards generated before the run (0:
+	// sized from the rate, duration and mix; closed loop assumes 40,000
+	// redemptions/s). A run that uses them all fails its further
+	// redemptions, saying so.
+	VoucherCards int
+	// VoucherBatch is the first batch number of the run's cards (0: the
+	// Unix time, skipping numbers that are taken); a run needing more than
+	// 100,000 cards uses the following numbers too.
+	VoucherBatch uint32
 	// Timeout of one request.
 	Timeout time.Duration
 	// Tariffs price usage for the audit; the server's tariff must match
@@ -139,6 +151,9 @@ func (c *Config) Defaults() {
 	}
 	if c.SessionUpdates == 0 {
 		c.SessionUpdates = 3
+	}
+	if c.VoucherValue == 0 {
+		c.VoucherValue = charging.Euros(5)
 	}
 	if c.Timeout == 0 {
 		c.Timeout = 5 * time.Second
@@ -198,6 +213,10 @@ func (c *Config) Validate() error {
 		return errors.New("bench: top-up amount must be positive")
 	case c.SessionUpdates < 0 || c.SessionUpdates > 1000:
 		return errors.New("bench: session updates must be 0…1000")
+	case !charging.ValidVoucherValue(c.VoucherValue):
+		return errors.New("bench: voucher value must be a card's face value: 5, 10 or 20 euros")
+	case c.VoucherCards < 0 || c.VoucherCards > VoucherCardsMax:
+		return fmt.Errorf("bench: voucher cards must be 0…%d (0: sized from the run)", VoucherCardsMax)
 	case c.Mix.SMS < 0 || c.Mix.Session < 0 || c.Mix.TopUp < 0 || c.Mix.Voucher < 0 || c.Mix.Bank < 0:
 		return errors.New("bench: mix weights must be >= 0")
 	case c.Scenario == ScenarioRamp && (c.RampStep <= 0 || c.RampStart <= 0 || c.RampMax < c.RampStart):

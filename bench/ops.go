@@ -24,10 +24,11 @@ const (
 
 var opNames = [opKindCount]string{"sms", "session", "topup", "voucher", "bank"}
 
-// available reports whether the server has an endpoint for op. Voucher
-// redemption and bank SMS top-ups are not on the HTTP API yet; when they
-// land, give them a send function in worker.send and return true here.
-func (op opKind) available() bool { return op <= opTopUp }
+// available reports whether the server has an endpoint for op. Bank SMS
+// top-ups are not on the HTTP API yet; when they land, give them a send
+// function in worker.send and return true here. Vouchers are available
+// when the server generates cards for the run (runner.prepareVouchers).
+func (op opKind) available() bool { return op <= opVoucher }
 
 // session is a worker's open charging session.
 type session struct {
@@ -41,18 +42,20 @@ type session struct {
 
 // tally is what one worker saw acknowledged, exactly.
 type tally struct {
-	toppedUp       charging.Amount
-	charged        charging.Amount // event charges
-	sessionDebited charging.Amount
-	topUpIDs       []topUpID
-	uncertain      int64 // requests whose outcome is unknown
+	toppedUp        charging.Amount
+	charged         charging.Amount // event charges
+	sessionDebited  charging.Amount
+	voucherCredited charging.Amount // redeemed cards' values
+	topUpIDs        []topUpID
+	uncertain       int64 // requests whose outcome is unknown
 }
 
 // topUpID is an acknowledged top-up, for the history check.
 type topUpID struct {
-	sub    uint32
-	seq    uint64
-	amount charging.Amount
+	sub     uint32
+	seq     uint64
+	amount  charging.Amount
+	voucher bool // a card's credit: channel "voucher" in the history
 }
 
 // worker sends one run's operations over its own conn.
@@ -100,6 +103,8 @@ func (w *worker) send(op opKind) Outcome {
 		return w.sessionStep()
 	case opTopUp:
 		return w.topUp(uint32(w.rng.IntN(w.r.cfg.Subscribers)))
+	case opVoucher:
+		return w.redeem(uint32(w.rng.IntN(w.r.cfg.Subscribers)))
 	}
 	return w.failed("operation " + opNames[op] + " is " + ErrNotAvailable.Error())
 }

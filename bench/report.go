@@ -118,6 +118,10 @@ func WriteReport(dir string, r *Report) (string, error) {
 	if r.Ceiling != nil {
 		fmt.Fprintf(&b, "\n**Engine throughput: %.1f%% of the ceiling** (%.0f/s vs %.0f/s %s).\n",
 			100*r.Fraction(), headline(r.Engine), headline(r.Ceiling), headlineName(r.Engine))
+		if len(r.Ceiling.Skipped) > len(r.Engine.Skipped) {
+			fmt.Fprintf(&b, "The ceiling run skipped operations the limit server does not serve (%s): the fraction compares different mixes.\n",
+				strings.Join(r.Ceiling.Skipped, "; "))
+		}
 		if r.Engine.Config.Rate > 0 && r.Engine.Config.Scenario != ScenarioRamp {
 			b.WriteString("In open loop both servers are offered the same rate, so the fraction reaches 100% whenever both keep up: compare latencies here, and use closed loop (no --rate) or a ramp for the throughput ceiling.\n")
 		}
@@ -154,7 +158,8 @@ func writeResult(b *bytes.Buffer, dir, name string, res *Result) error {
 	if cfg.Scenario == ScenarioRamp {
 		mode = fmt.Sprintf("ramp of %s from %.0f/s by %.0f/s, %s a step, until p99 > %s", cfg.RampScenario, cfg.RampStart, cfg.RampStep, cfg.RampStepFor, cfg.RampP99)
 	}
-	fmt.Fprintf(b, "%s; %d subscribers; mix %s; %d session updates; top-up %s.\n\n", mode, cfg.Subscribers, cfg.mixOf(cfg.Scenario), cfg.SessionUpdates, cfg.TopUp)
+	fmt.Fprintf(b, "%s; %d subscribers; mix %s; %d session updates; top-up %s; cards of %s.\n\n", mode, cfg.Subscribers, cfg.mixOf(cfg.Scenario),
+		cfg.SessionUpdates, cfg.TopUp, cfg.VoucherValue)
 	for _, s := range res.Skipped {
 		fmt.Fprintf(b, "- skipped %s\n", s)
 	}
@@ -181,8 +186,9 @@ func writeResult(b *bytes.Buffer, dir, name string, res *Result) error {
 	if !a.OK {
 		verdict = "**FAILED**"
 	}
-	fmt.Fprintf(b, "\nAudit %s: owed %s → %s; acknowledged top-ups %s, event charges %s, session debits %s; %d balances checked (%d skipped), %d top-ups found in histories; %d unknown outcomes.\n",
-		verdict, a.OwedBefore, a.OwedAfter, a.ToppedUp, a.Charged, a.SessionDebited, a.SubscribersChecked, a.SubscribersSkipped, a.TopUpsChecked, a.Uncertain)
+	fmt.Fprintf(b, "\nAudit %s: owed %s → %s; acknowledged top-ups %s, card credits %s, event charges %s, session debits %s; %d balances checked (%d skipped), %d top-ups found in histories (%d of them card credits); %d unknown outcomes.\n",
+		verdict, a.OwedBefore, a.OwedAfter, a.ToppedUp, a.VoucherCredited, a.Charged, a.SessionDebited, a.SubscribersChecked, a.SubscribersSkipped,
+		a.TopUpsChecked, a.VouchersChecked, a.Uncertain)
 	for _, p := range a.Problems {
 		fmt.Fprintf(b, "- %s\n", p)
 	}

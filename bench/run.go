@@ -3,6 +3,7 @@ package bench
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	mrand "math/rand/v2"
@@ -42,6 +43,7 @@ type runner struct {
 	audit             *ledgerAudit
 	topUpIDsPerWorker int
 	workers           []*worker
+	vouchers          *voucherPool // the run's cards, when it redeems
 }
 
 // Run provisions nothing: it expects subscribers FirstMSISDN… to exist
@@ -68,6 +70,22 @@ func Run(cfg Config, log io.Writer) (*Result, error) {
 			res.Skipped = append(res.Skipped, opNames[op]+": "+ErrNotAvailable.Error())
 			weights[op] = 0
 		}
+	}
+	if weights[opVoucher] > 0 {
+		total := 0
+		for _, w := range weights {
+			total += w
+		}
+		err := r.prepareVouchers(cfg.voucherCards(float64(weights[opVoucher])/float64(total)), log)
+		switch {
+		case errors.Is(err, ErrNotAvailable):
+			res.Skipped = append(res.Skipped, opNames[opVoucher]+": "+err.Error())
+			weights[opVoucher] = 0
+		case err != nil:
+			return res, err
+		}
+	}
+	for op := opKind(0); op < opKindCount; op++ {
 		r.mix[op] = weights[op]
 		r.mixTotal += weights[op]
 	}
@@ -141,6 +159,7 @@ func (r *runner) tallies() tally {
 		t.toppedUp += w.t.toppedUp
 		t.charged += w.t.charged
 		t.sessionDebited += w.t.sessionDebited
+		t.voucherCredited += w.t.voucherCredited
 		t.uncertain += w.t.uncertain
 		t.topUpIDs = append(t.topUpIDs, w.t.topUpIDs...)
 	}

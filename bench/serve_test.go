@@ -64,7 +64,8 @@ func startServe(t *testing.T) string {
 }
 
 // TestSmokeServe runs every scenario briefly against a real `ocs serve`
-// and requires the audit to pass.
+// and requires the audit to pass. The voucher scenario generates its cards
+// through POST /v1/voucher-batches and redeems them over POST /ussd.
 func TestSmokeServe(t *testing.T) {
 	target := startServe(t)
 	cfg := smokeConfig(target, ScenarioSMS)
@@ -72,10 +73,14 @@ func TestSmokeServe(t *testing.T) {
 	p, err := Provision(cfg, nil)
 	require.NoError(t, err)
 	require.Equal(t, cfg.Subscribers, p.Created+p.Existed)
-	for _, sc := range []string{ScenarioSMS, ScenarioSession, ScenarioTopUp, ScenarioMixed, ScenarioRamp} {
+	for _, sc := range []string{ScenarioSMS, ScenarioSession, ScenarioTopUp, ScenarioVoucher, ScenarioMixed, ScenarioRamp, "mixed with vouchers"} {
 		t.Run(sc, func(t *testing.T) {
 			c := smokeConfig(target, sc)
 			c.OpsKey = serveKey
+			if sc == "mixed with vouchers" {
+				c.Scenario = ScenarioMixed
+				c.Mix = Mix{SMS: 60, Session: 20, TopUp: 10, Voucher: 10}
+			}
 			res, err := Run(c, nil)
 			require.NoError(t, err)
 			var ok int64
@@ -88,6 +93,16 @@ func TestSmokeServe(t *testing.T) {
 			require.Positive(t, res.Audit.SubscribersChecked)
 			if sc == ScenarioTopUp || sc == ScenarioMixed {
 				require.Positive(t, res.Audit.TopUpsChecked)
+			}
+			require.Empty(t, res.Skipped)
+			if c.Mix.Voucher > 0 || sc == ScenarioVoucher {
+				require.Positive(t, res.Audit.VoucherCredited, "cards were redeemed")
+				require.Positive(t, res.Audit.VouchersChecked, "card credits were found in histories")
+				require.Zero(t, res.Audit.VoucherCredited%res.Config.VoucherValue, "whole cards only")
+			}
+			if sc == ScenarioVoucher {
+				require.Equal(t, res.Runs[0].OK, int64(res.Audit.VoucherCredited/res.Config.VoucherValue), "one credit per acknowledged redemption")
+				require.Zero(t, res.Runs[0].Refused, "every card is fresh and every caller provisioned")
 			}
 		})
 	}

@@ -90,6 +90,20 @@ func (k *conn) release() {
 // do sends method to the path already in k.uri with k.body (nil: none) and
 // key as bearer token; idem, if not nil, is the Idempotency-Key.
 func (k *conn) do(method, key string, idem []byte, withBody bool) (int, error) {
+	ct := ""
+	if withBody {
+		ct = "application/json"
+	}
+	return k.send(method, key, idem, ct)
+}
+
+// doForm POSTs k.body as an HTML form (the USSD gateway convention).
+func (k *conn) doForm(key string) (int, error) {
+	return k.send(fasthttp.MethodPost, key, nil, "application/x-www-form-urlencoded")
+}
+
+// send is do with the body's content type ("": no body).
+func (k *conn) send(method, key string, idem []byte, contentType string) (int, error) {
 	req := k.req
 	req.Reset()
 	req.Header.SetMethod(method)
@@ -99,8 +113,8 @@ func (k *conn) do(method, key string, idem []byte, withBody bool) (int, error) {
 	if idem != nil {
 		req.Header.SetBytesV("Idempotency-Key", idem)
 	}
-	if withBody {
-		req.Header.SetContentType("application/json")
+	if contentType != "" {
+		req.Header.SetContentType(contentType)
 		req.SetBody(k.body)
 	}
 	k.resp.Reset()
@@ -194,9 +208,10 @@ func (k *conn) balance(msisdn uint64) (charging.Amount, bool, error) {
 
 // historyEntry is one transaction of a subscriber's history.
 type historyEntry struct {
-	Seq    uint64
-	Kind   string
-	Amount charging.Amount
+	Seq     uint64
+	Kind    string
+	Channel string // "" when the server does not say (the limit server)
+	Amount  charging.Amount
 }
 
 // history returns up to limit transactions of msisdn with seq < before
@@ -226,7 +241,8 @@ func (k *conn) history(msisdn, before uint64, limit int) ([]historyEntry, uint64
 		if err != nil {
 			return nil, 0, fmt.Errorf("bench: history of %d: amount: %w", msisdn, err)
 		}
-		out = append(out, historyEntry{Seq: t.GetUint64("seq"), Kind: string(t.GetStringBytes("kind")), Amount: a})
+		out = append(out, historyEntry{Seq: t.GetUint64("seq"), Kind: string(t.GetStringBytes("kind")),
+			Channel: string(t.GetStringBytes("channel")), Amount: a})
 	}
 	next := v.Get("next")
 	var cursor uint64
