@@ -25,10 +25,18 @@ package storage
 //  1. Redeem(code, caller, beneficiary, now): refused at once if the caller
 //     is barred (brute-force guard). Then, under the voucher's lock stripe,
 //     read the record, run charging.RedeemVoucher, and on success write in
-//     ONE synced batch the record as used (by, at) and a pending marker
-//     0x12|hash. Only one caller can see the record active under the lock,
-//     so exactly one gets VoucherOK. A code that matches no card counts a
-//     failure on the caller's guard.
+//     ONE batch the record as used (by, at) and a pending marker 0x12|hash.
+//     Only one caller can see the record active under the lock (an applied
+//     batch is visible at once), so exactly one gets VoucherOK. A code that
+//     matches no card counts a failure on the caller's guard.
+//     The batch is not synced by itself: the credit of step 2 is a synced
+//     batch of the same database, written after it to the same sequential
+//     write-ahead log, so when the credit is durable the mark is too. A
+//     crash before the credit is durable may lose the mark, but then no
+//     credit exists either: the card is simply active again. This saves one
+//     fsync per redemption (measured: two serial fsyncs were most of its
+//     latency). A refusal told to a concurrent redeemer ("used") may rest on
+//     a mark that a crash then loses; a refusal changes nothing.
 //  2. The engine credits the beneficiary with Redemption.Command(): a
 //     ChannelVoucher top-up whose request key is derived from the voucher
 //     hash ("V/" + 32 hex digits), so the same redemption always carries
@@ -267,8 +275,8 @@ func (v *Vouchers) find(code charging.VoucherCode) (VoucherHash, charging.Vouche
 
 // Redeem runs step 1 of the redemption protocol (see the file comment):
 // the caller dialled code for beneficiary (the caller himself, or another
-// subscriber) at now. A VoucherOK answer is durable: the card is used and
-// a pending credit is recorded; the engine must now credit it.
+// subscriber) at now. A VoucherOK answer is applied, and durable no later
+// than the credit the engine must now make (see the file comment).
 func (v *Vouchers) Redeem(code charging.VoucherCode, caller, beneficiary charging.SubscriberID, now time.Time) (Redemption, error) {
 	r := Redemption{Beneficiary: beneficiary}
 	g, err := v.Guard(caller)
@@ -314,7 +322,9 @@ func (v *Vouchers) Redeem(code charging.VoucherCode, caller, beneficiary chargin
 	defer b.Close()
 	_ = b.Set(voucherKey(kb[:0], &h), appendVoucher(nil, &rec), nil)
 	_ = b.Set(voucherPendingKey(nil, &h), appendVoucherPending(nil, beneficiary, rec.Value, now.Unix()), nil)
-	if err := b.Commit(pebble.Sync); err != nil {
+	// NoSync: the credit's synced batch, later in the same log, makes this
+	// durable (step 1 in the file comment).
+	if err := b.Commit(pebble.NoSync); err != nil {
 		return r, fmt.Errorf("storage: redeem voucher: %w", err)
 	}
 	return r, nil
