@@ -9,6 +9,8 @@
 package main
 
 import (
+	"errors"
+	"flag"
 	"fmt"
 	"os"
 )
@@ -33,6 +35,9 @@ func main() {
 		fmt.Fprintf(os.Stderr, "ocs: unknown command %q\n", os.Args[1])
 		usage()
 		os.Exit(2)
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return // the flag package printed the usage: asking for it is no failure
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "ocs:", err)

@@ -41,7 +41,7 @@ func parseServeFlags(args []string) (serveFlags, error) {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.StringVar(&f.data, "data", "./data", "directory of the Pebble database")
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:8080", "address of the HTTP API, /ussd and /metrics")
-	fs.StringVar(&f.config, "config", "", "JSON configuration file (default: the embedded demo; see `ocs config`)")
+	fs.StringVar(&f.config, "config", "", "JSON configuration `file` (default: the embedded demo; print it with: ocs config)")
 	fs.StringVar(&f.voucherSecret, "voucher-secret", "", "voucher secret file (default: DATA/voucher.key, created on first start for the demo)")
 	f.guard = charging.DefaultGuardPolicy()
 	failures := fs.Uint("redeem-failures-max", uint(f.guard.FailuresMax), "wrong voucher codes within --redeem-window that bar a caller")
