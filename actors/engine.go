@@ -186,7 +186,6 @@ func (e *Engine) Execute(cmd *charging.Command) (charging.Outcome, error) {
 		e.metrics.overload.Inc()
 		return charging.Outcome{Result: charging.ResultOverloaded}, nil
 	}
-	start := time.Now()
 	req := e.requests.Get().(*request)
 	req.cmd = *cmd
 	e.deliver(req)
@@ -212,7 +211,7 @@ func (e *Engine) Execute(cmd *charging.Command) (charging.Outcome, error) {
 	}
 	e.inflight.Add(-1)
 	if r.err == nil {
-		e.metrics.observe(cmd, &r.out, time.Since(start))
+		e.metrics.observe(cmd, &r.out)
 	}
 	return r.out, r.err
 }

@@ -1,8 +1,6 @@
 package actors
 
 import (
-	"time"
-
 	"github.com/ocs-engine/ocs/charging"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -104,7 +102,7 @@ func newMetrics(r prometheus.Registerer, e *Engine) *metrics {
 func euros(a charging.Amount) float64 { return float64(a) / float64(charging.AmountPerEuro) }
 
 // observe counts the business outcome of a durable command.
-func (m *metrics) observe(cmd *charging.Command, out *charging.Outcome, _ time.Duration) {
+func (m *metrics) observe(cmd *charging.Command, out *charging.Outcome) {
 	if out.Replayed {
 		return
 	}

@@ -19,15 +19,12 @@ type Store interface {
 	// LookupEntry returns journal entry seq of id, and whether a refund of
 	// it has been recorded.
 	LookupEntry(id charging.SubscriberID, seq uint64) (e charging.Entry, refunded bool, found bool, err error)
-	// Commit writes every change in one synced batch: all or nothing, and
-	// durable when it returns nil. An error leaves the store unusable: the
-	// engine stops, so that what was acknowledged is always a prefix of
-	// what is on disk.
-	Commit(changes []charging.Change) error
-	// Apply writes changes like Commit but returns once they are applied
-	// (visible, in the write-ahead log) and before their fsync; Pending.Wait
-	// returns once they are durable. Batches become durable in Apply order.
-	// A nil Pending with a nil error means there was nothing to write.
+	// Apply writes every change in one batch, all or nothing, and returns
+	// once it is applied (visible, in the write-ahead log) and before its
+	// fsync; Pending.Wait returns once it is durable. Batches become durable
+	// in Apply order. A nil Pending with a nil error means there was nothing
+	// to write. An error leaves the store unusable: the engine stops, so
+	// that what was acknowledged is always a prefix of what is on disk.
 	Apply(changes []charging.Change) (Pending, error)
 	// History returns up to limit entries of id with Seq < beforeSeq
 	// (0: from the newest), newest first.

@@ -80,9 +80,6 @@ func (a *Account) state(cfg *Config, now int64) State {
 	}
 }
 
-// ValidUntilTime returns the validity end as a time.
-func (a *Account) ValidUntilTime() time.Time { return time.Unix(a.ValidUntil, 0).UTC() }
-
 // Reserved returns the money held by open reservations.
 func (a *Account) Reserved() Amount {
 	var sum Amount
