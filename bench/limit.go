@@ -229,6 +229,70 @@ func (l *Limit) durable(id uint64, snap limitSnapshot, e limitEntry, idem []byte
 
 func (l *Limit) shard(id uint64) *limitShard { return &l.shards[id%limitShards] }
 
+var (
+	errLimitRefused = errors.New("bench: limit: charge refused: units 0 or not enough credit")
+	errLimitUnknown = errors.New("bench: limit: unknown subscriber")
+	errLimitFailed  = errors.New("bench: limit: storage failed: stopped acknowledging")
+)
+
+// Provision creates account id with balance, durably; created is false if
+// it existed already (nothing is written then). The HTTP handler and the
+// in-process ceiling benchmark share it.
+func (l *Limit) Provision(id uint64, balance charging.Amount) (created bool, err error) {
+	sh := l.shard(id)
+	sh.mu.Lock()
+	if _, ok := sh.accounts[id]; ok {
+		sh.mu.Unlock()
+		return false, nil
+	}
+	a := &limitAccount{balance: balance, validUntil: time.Now().Add(provisionValidity).Unix(), seq: 1}
+	e := limitEntry{seq: 1, kind: 1, amount: balance}
+	a.journal = append(a.journal, e)
+	sh.accounts[id] = a
+	l.owed.Add(int64(balance))
+	l.count.Add(1)
+	snap := a.snapshot()
+	sh.mu.Unlock()
+	if !l.durable(id, snap, e, nil) {
+		return true, errLimitFailed
+	}
+	return true, nil
+}
+
+// ChargeEvent debits units of SMS from id and returns once the debit is
+// durable: the minimal form of the engine's event charge (no idempotency
+// look-up, no lifecycle), with the same three keys written (account, journal
+// entry, request key when key is not empty). It is what the in-process
+// ceiling benchmark calls, and the HTTP handler for one-time events.
+func (l *Limit) ChargeEvent(id uint64, units uint64, key []byte) error {
+	sh := l.shard(id)
+	sh.mu.Lock()
+	a, ok := sh.accounts[id]
+	if !ok {
+		sh.mu.Unlock()
+		return errLimitUnknown
+	}
+	cost := l.sms.Cost(units)
+	if units == 0 || cost > a.balance-a.reserved {
+		sh.mu.Unlock()
+		return errLimitRefused
+	}
+	if l.faults.unappliedCharges.Add(-1) >= 0 {
+		cost = 0
+	}
+	a.balance -= cost
+	a.seq++
+	e := limitEntry{seq: a.seq, kind: 3, amount: -cost}
+	a.journal = append(a.journal, e)
+	l.owed.Add(-int64(cost))
+	snap := a.snapshot()
+	sh.mu.Unlock()
+	if !l.durable(id, snap, e, key) {
+		return errLimitFailed
+	}
+	return nil
+}
+
 func (l *Limit) handle(ctx *fasthttp.RequestCtx) {
 	auth := ctx.Request.Header.Peek("Authorization")
 	role, ok := l.keys.Load(string(bytes.TrimPrefix(auth, []byte("Bearer "))))
@@ -297,21 +361,15 @@ func (l *Limit) subscriber(ctx *fasthttp.RequestCtx, method string, rest []byte)
 			refuse(ctx, fasthttp.StatusBadRequest, "balance must be a non-negative amount")
 			return
 		}
-		sh.mu.Lock()
-		if _, ok := sh.accounts[id]; ok {
-			sh.mu.Unlock()
+		created, err := l.Provision(id, bal)
+		switch {
+		case err != nil:
+			refuse(ctx, fasthttp.StatusServiceUnavailable, err.Error())
+		case created:
+			ctx.SetStatusCode(fasthttp.StatusCreated)
+		default:
 			ctx.SetStatusCode(fasthttp.StatusOK)
-			return
 		}
-		a := &limitAccount{balance: bal, validUntil: time.Now().Add(provisionValidity).Unix(), seq: 1}
-		e := limitEntry{seq: 1, kind: 1, amount: bal}
-		a.journal = append(a.journal, e)
-		sh.accounts[id] = a
-		l.owed.Add(int64(bal))
-		l.count.Add(1)
-		snap := a.snapshot()
-		sh.mu.Unlock()
-		l.reply(ctx, id, snap, e, nil, fasthttp.StatusCreated, nil)
 	case method == fasthttp.MethodGet && len(tail) == 0:
 		sh.mu.Lock()
 		a, ok := sh.accounts[id]
@@ -465,35 +523,28 @@ func (l *Limit) create(ctx *fasthttp.RequestCtx, v, usage *fastjson.Value) {
 		refuse(ctx, fasthttp.StatusBadRequest, "subscriberIdentifier must be msisdn-<E.164 digits>")
 		return
 	}
-	event := v.GetBool("oneTimeEvent")
+	if v.GetBool("oneTimeEvent") {
+		units := usage.GetUint64("requestedUnit", "serviceSpecificUnits")
+		switch err := l.ChargeEvent(id, units, ctx.Request.Header.Peek("Idempotency-Key")); {
+		case errors.Is(err, errLimitRefused):
+			ctx.SetStatusCode(fasthttp.StatusForbidden)
+			ctx.SetBody(nchfRefused)
+		case errors.Is(err, errLimitUnknown):
+			refuse(ctx, fasthttp.StatusNotFound, "unknown subscriber")
+		case err != nil:
+			refuse(ctx, fasthttp.StatusServiceUnavailable, err.Error())
+		default:
+			ctx.SetStatusCode(fasthttp.StatusCreated)
+			ctx.SetBody(nchfSuccess)
+		}
+		return
+	}
 	sh := l.shard(id)
 	sh.mu.Lock()
 	a, ok := sh.accounts[id]
 	if !ok {
 		sh.mu.Unlock()
 		refuse(ctx, fasthttp.StatusNotFound, "unknown subscriber")
-		return
-	}
-	if event {
-		units := usage.GetUint64("requestedUnit", "serviceSpecificUnits")
-		cost := l.sms.Cost(units)
-		if units == 0 || cost > a.balance-a.reserved {
-			sh.mu.Unlock()
-			ctx.SetStatusCode(fasthttp.StatusForbidden)
-			ctx.SetBody(nchfRefused)
-			return
-		}
-		if l.faults.unappliedCharges.Add(-1) >= 0 {
-			cost = 0
-		}
-		a.balance -= cost
-		a.seq++
-		e := limitEntry{seq: a.seq, kind: 3, amount: -cost}
-		a.journal = append(a.journal, e)
-		l.owed.Add(-int64(cost))
-		snap := a.snapshot()
-		sh.mu.Unlock()
-		l.reply(ctx, id, snap, e, ctx.Request.Header.Peek("Idempotency-Key"), fasthttp.StatusCreated, nchfSuccess)
 		return
 	}
 	units := usage.GetUint64("requestedUnit", "time")
