@@ -56,6 +56,7 @@ package storage
 // relies on request records living at least as long as pending markers.
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
@@ -243,6 +244,32 @@ func (v *Vouchers) guardLock(id charging.SubscriberID) *sync.Mutex {
 	return &v.guardLocks[uint64(id)%voucherLockStripes]
 }
 
+// pointReadOpts makes a prefix seek stop at the bloom filter of every level
+// for a key that is absent (see Store.LookupRequest): the default comparer's
+// prefix is the whole key, so the filters answer exact-key questions.
+var pointReadOpts = pebble.IterOptions{UseL6Filters: true}
+
+// pointRead reads k through a prefix seek, which a miss answers from the
+// bloom filters; DB.Get skips the last level's filters and searches a data
+// block for every miss. For the reads of every redemption (the caller's
+// guard, nearly always absent, and the card), in the CPU profile of the
+// voucher benchmark they were 40% of the voucher store's time.
+func pointRead(db *pebble.DB, k []byte) ([]byte, bool, error) {
+	it, err := db.NewIter(&pointReadOpts)
+	if err != nil {
+		return nil, false, err
+	}
+	var out []byte
+	found := it.SeekPrefixGE(k) && bytes.Equal(it.Key(), k)
+	if found {
+		out = append([]byte(nil), it.Value()...)
+	}
+	if err := it.Close(); err != nil {
+		return nil, false, err
+	}
+	return out, found, nil
+}
+
 // getCopy reads k; found is false if absent.
 func getCopy(db *pebble.DB, k []byte) ([]byte, bool, error) {
 	val, closer, err := db.Get(k)
@@ -256,21 +283,32 @@ func getCopy(db *pebble.DB, k []byte) ([]byte, bool, error) {
 	return out, true, closer.Close()
 }
 
-// find returns the record of code under any secret.
-func (v *Vouchers) find(code charging.VoucherCode) (VoucherHash, charging.Voucher, bool, error) {
+// findLocked returns the record of code under any secret, read while
+// holding the card's lock stripe; when found, the stripe stays locked and
+// unlock releases it. One read, under the lock, is both the search and the
+// read a redemption decides on.
+func (v *Vouchers) findLocked(code charging.VoucherCode) (h VoucherHash, rec charging.Voucher, found bool, unlock func(), err error) {
 	var kb [voucherKeyLen]byte
 	for i := range v.secrets {
-		h := v.Hash(code, i)
-		val, found, err := getCopy(v.db, voucherKey(kb[:0], &h))
+		h = v.Hash(code, i)
+		mu := v.lock(&h)
+		mu.Lock()
+		val, ok, err := pointRead(v.db, voucherKey(kb[:0], &h))
 		if err != nil {
-			return h, charging.Voucher{}, false, fmt.Errorf("storage: read voucher: %w", err)
+			mu.Unlock()
+			return h, charging.Voucher{}, false, nil, fmt.Errorf("storage: read voucher: %w", err)
 		}
-		if found {
-			rec, err := decodeVoucher(val)
-			return h, rec, err == nil, err
+		if !ok {
+			mu.Unlock()
+			continue
 		}
+		if rec, err = decodeVoucher(val); err != nil {
+			mu.Unlock()
+			return h, charging.Voucher{}, false, nil, err
+		}
+		return h, rec, true, mu.Unlock, nil
 	}
-	return VoucherHash{}, charging.Voucher{}, false, nil
+	return VoucherHash{}, charging.Voucher{}, false, nil, nil
 }
 
 // Redeem runs step 1 of the redemption protocol (see the file comment):
@@ -287,7 +325,7 @@ func (v *Vouchers) Redeem(code charging.VoucherCode, caller, beneficiary chargin
 		r.Result, r.BarredUntil = charging.VoucherBarred, g.BarredUntil
 		return r, nil
 	}
-	h, _, found, err := v.find(code)
+	h, rec, found, unlock, err := v.findLocked(code)
 	if err != nil {
 		return r, err
 	}
@@ -296,20 +334,8 @@ func (v *Vouchers) Redeem(code charging.VoucherCode, caller, beneficiary chargin
 		r.BarredUntil, err = v.fail(caller, now)
 		return r, err
 	}
+	defer unlock()
 	r.Hash = h
-	mu := v.lock(&h)
-	mu.Lock()
-	defer mu.Unlock()
-	// Re-read under the lock: the first read only found which secret.
-	var kb [voucherKeyLen]byte
-	val, _, err := getCopy(v.db, voucherKey(kb[:0], &h))
-	if err != nil {
-		return r, fmt.Errorf("storage: read voucher: %w", err)
-	}
-	rec, err := decodeVoucher(val)
-	if err != nil {
-		return r, err
-	}
 	r.Value = rec.Value
 	blocked, err := v.batchBlocked(rec.Batch)
 	if err != nil {
@@ -320,6 +346,7 @@ func (v *Vouchers) Redeem(code charging.VoucherCode, caller, beneficiary chargin
 	}
 	b := v.db.NewBatch()
 	defer b.Close()
+	var kb [voucherKeyLen]byte
 	_ = b.Set(voucherKey(kb[:0], &h), appendVoucher(nil, &rec), nil)
 	_ = b.Set(voucherPendingKey(nil, &h), appendVoucherPending(nil, beneficiary, rec.Value, now.Unix()), nil)
 	// NoSync: the credit's synced batch, later in the same log, makes this
@@ -354,7 +381,8 @@ func (v *Vouchers) fail(caller charging.SubscriberID, now time.Time) (int64, err
 
 // Guard returns caller's brute-force counters (zero if none): the ops view.
 func (v *Vouchers) Guard(caller charging.SubscriberID) (charging.RedeemGuard, error) {
-	val, found, err := getCopy(v.db, redeemGuardKey(nil, caller))
+	var kb [16]byte
+	val, found, err := pointRead(v.db, redeemGuardKey(kb[:0], caller))
 	if err != nil || !found {
 		return charging.RedeemGuard{}, err
 	}
