@@ -7,10 +7,18 @@ package charging
 // and then refuses more quota changed the balance, and its retry must not
 // debit again. A refusal that changed nothing is not recorded: its retry is
 // simply evaluated again.
+//
+// Records are kept for a retention window, not forever (storage prunes
+// older ones): a retry that arrives after its record was pruned is
+// evaluated as a new command. Time is what the window is measured from.
 type RequestRecord struct {
 	Fingerprint uint64
 	Kind        Kind
 	Outcome     Outcome
+	// Time is when the command was applied, Unix nanoseconds from the
+	// engine's clock (as Entry.Time). Zero means "not set": storage
+	// stamps the record with its own clock at commit.
+	Time int64
 }
 
 // Change is the unit of durability: everything one accepted command must

@@ -14,7 +14,8 @@ import (
 const (
 	accountV1  byte = 1
 	entryV1    byte = 1
-	requestV1  byte = 1
+	requestV1  byte = 1 // no time: see decodeRequest
+	requestV2  byte = 2 // v1 + the time the record was written
 	totalsV1   byte = 1
 	refundedV1 byte = 1
 	apiKeyV1   byte = 1
@@ -30,7 +31,8 @@ const (
 	accountLenMax      = accountHeadLen + charging.SessionsMax*reservationLen
 	entryHeadLen       = 1 + 8 + 8 + 1 + 1 + 1 + 4 + 8 + 8 + 8 + 8 + 8 + 1
 	entryLenMax        = entryHeadLen + charging.RequestKeyBytesMax
-	requestLen         = 1 + 8 + 1 + 1 + 8 + 8 + 8 + 8 + 1 + 4 + 8 + 1 + 4
+	requestV1Len       = 1 + 8 + 1 + 1 + 8 + 8 + 8 + 8 + 1 + 4 + 8 + 1 + 4
+	requestLen         = requestV1Len + 8
 	totalsLen          = 1 + 8 + 8
 	refundedLen        = 1 + 8
 	apiKeyLen          = 1 + 1
@@ -321,14 +323,17 @@ func validateRequest(q *charging.RequestRecord) error {
 		return fmt.Errorf("request amount %d outside ±BalanceMax", o.Amount)
 	case !balanceOK(o.Balance):
 		return fmt.Errorf("request balance %d outside 0..BalanceMax", o.Balance)
+	case q.Time < 0:
+		return fmt.Errorf("request time %d negative", q.Time)
 	}
 	return nil
 }
 
-// appendRequest appends the v1 encoding of q, which must be valid.
+// appendRequest appends the v2 encoding of q, which must be valid. Its
+// Time is written as it is: Commit stamps a zero one before encoding.
 func appendRequest(b []byte, q *charging.RequestRecord) []byte {
 	o := &q.Outcome
-	b = append(b, requestV1)
+	b = append(b, requestV2)
 	b = appendU64(b, q.Fingerprint)
 	b = append(b, byte(q.Kind), byte(o.Result))
 	b = appendU64(b, o.Seq)
@@ -346,17 +351,25 @@ func appendRequest(b []byte, q *charging.RequestRecord) []byte {
 		flags |= outcomeReplayed
 	}
 	b = append(b, flags)
-	return appendU32(b, o.QuotaValidity)
+	b = appendU32(b, o.QuotaValidity)
+	return appendI64(b, q.Time)
 }
 
 // decodeRequest decodes and validates an idempotency record. It does not
-// allocate.
+// allocate. A v1 record (written before records had a time) decodes with
+// Time 0; the pruner treats it as written at its epoch (pruner.go). A v2
+// record always has a positive Time: Commit stamps every record it writes.
 func decodeRequest(v []byte) (charging.RequestRecord, error) {
 	var q charging.RequestRecord
-	if len(v) != requestLen {
-		return q, fmt.Errorf("%w: request record of %d bytes", ErrCorrupt, len(v))
+	if len(v) == 0 {
+		return q, fmt.Errorf("%w: empty request record", ErrCorrupt)
 	}
-	if v[0] != requestV1 {
+	switch {
+	case v[0] == requestV1 && len(v) == requestV1Len:
+	case v[0] == requestV2 && len(v) == requestLen:
+	case v[0] == requestV1 || v[0] == requestV2:
+		return q, fmt.Errorf("%w: request record v%d of %d bytes", ErrCorrupt, v[0], len(v))
+	default:
 		return q, fmt.Errorf("%w: request record version %d", ErrCorrupt, v[0])
 	}
 	r := reader{b: v[1:]}
@@ -373,6 +386,12 @@ func decodeRequest(v []byte) (charging.RequestRecord, error) {
 	o.Granted = r.u64()
 	flags := r.u8()
 	o.QuotaValidity = r.u32()
+	if v[0] == requestV2 {
+		q.Time = r.i64()
+		if q.Time <= 0 {
+			return charging.RequestRecord{}, fmt.Errorf("%w: request record v2 time %d not positive", ErrCorrupt, q.Time)
+		}
+	}
 	if err := r.done("request record"); err != nil {
 		return charging.RequestRecord{}, err
 	}

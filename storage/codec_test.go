@@ -73,10 +73,39 @@ func TestCodecRoundTrip(t *testing.T) {
 
 	q := charging.RequestRecord{Fingerprint: ^uint64(0), Kind: charging.KindUpdate, Outcome: charging.Outcome{
 		Result: charging.ResultInsufficientBalance, Seq: 4, Amount: charging.BalanceMax, Balance: charging.BalanceMax,
-		ValidUntil: -9, State: charging.StateSuspended, Session: 77, Granted: 5, FinalUnit: true, QuotaValidity: 600, Replayed: true}}
-	gotQ, err := decodeRequest(appendRequest(nil, &q))
+		ValidUntil: -9, State: charging.StateSuspended, Session: 77, Granted: 5, FinalUnit: true, QuotaValidity: 600, Replayed: true},
+		Time: 1<<63 - 1}
+	b = appendRequest(nil, &q)
+	require.Len(t, b, requestLen)
+	gotQ, err := decodeRequest(b)
 	require.NoError(t, err)
 	require.Equal(t, q, gotQ)
+
+	// A record written before records had a time still decodes, with
+	// Time 0 (the pruner's epoch stands for it).
+	q.Time = 0
+	b = appendRequestV1(nil, &q)
+	require.Len(t, b, requestV1Len)
+	gotQ, err = decodeRequest(b)
+	require.NoError(t, err)
+	require.Equal(t, q, gotQ)
+}
+
+// appendRequestV1 is the encoder of request records before v2 (the
+// layout of v2 without its time), kept to write old records in tests.
+func appendRequestV1(b []byte, q *charging.RequestRecord) []byte {
+	v2 := appendRequest(nil, q)
+	b = append(b, requestV1)
+	return append(b, v2[1:requestV1Len]...)
+}
+
+// appendRequestAnyVersion encodes q as the version that decodes to it:
+// v1 for a record without time, v2 otherwise.
+func appendRequestAnyVersion(q *charging.RequestRecord) []byte {
+	if q.Time == 0 {
+		return appendRequestV1(nil, q)
+	}
+	return appendRequest(nil, q)
 }
 
 func TestDecodeRejects(t *testing.T) {
@@ -115,7 +144,11 @@ func TestDecodeRejects(t *testing.T) {
 		"truncated": q[:len(q)-1],
 		"kind":      spoil(q, 9, 0),
 		"result":    spoil(q, 10, 250),
-		"flags":     spoil(q, requestLen-5, 0x80),
+		"flags":     spoil(q, requestV1Len-5, 0x80),
+		"time zero": append(bytes.Clone(q[:requestV1Len]), make([]byte, 8)...),
+		"time < 0":  append(bytes.Clone(q[:requestV1Len]), 0, 0, 0, 0, 0, 0, 0, 0x80),
+		"v1 long":   spoil(q, 0, requestV1),
+		"v2 short":  q[:requestV1Len],
 	} {
 		_, err := decodeRequest(v)
 		require.ErrorIs(t, err, ErrCorrupt, "request %s", name)
@@ -166,8 +199,12 @@ func FuzzDecodeEntry(f *testing.F) {
 
 func FuzzDecodeRequest(f *testing.F) {
 	_, _, requests := modelValues(200)
-	fuzzDecoder(f, requests, decodeRequest,
-		func(q *charging.RequestRecord) []byte { return appendRequest(nil, q) }, validateRequest)
+	// Old records are input too: v1 seeds, and re-encoding checks that
+	// each accepted input has exactly one encoding in its own version.
+	for _, q := range requests[:20] {
+		requests = append(requests, append([]byte{requestV1}, q[1:requestV1Len]...))
+	}
+	fuzzDecoder(f, requests, decodeRequest, appendRequestAnyVersion, validateRequest)
 }
 
 func FuzzDecodeTotals(f *testing.F) {

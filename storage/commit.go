@@ -106,6 +106,7 @@ func (s *Store) build(changes []charging.Change) (*Pending, error) {
 	}
 	p := s.takePending()
 	p.totals, p.n, p.start = t, len(changes), start
+	s.stamp = 0
 	for i := range changes {
 		if err := s.put(p.b, &changes[i]); err != nil {
 			s.releasePending(p)
@@ -177,8 +178,18 @@ func (s *Store) put(b *pebble.Batch, c *charging.Change) error {
 		err = b.Set(s.keyBuf, s.buf, nil)
 	}
 	if err == nil && c.Key != "" {
+		q := c.Request
+		if q.Time == 0 {
+			// The retention window needs every record's time; one clock
+			// read per batch, not per record (the caller's slice is not
+			// modified).
+			if s.stamp == 0 {
+				s.stamp = max(s.now().UnixNano(), 1)
+			}
+			q.Time = s.stamp
+		}
 		s.keyBuf = appendRequestKey(s.keyBuf[:0], id, c.Key)
-		s.buf = appendRequest(s.buf[:0], &c.Request)
+		s.buf = appendRequest(s.buf[:0], &q)
 		err = b.Set(s.keyBuf, s.buf, nil)
 	}
 	if err == nil && c.RefundOf != 0 {

@@ -20,7 +20,7 @@
 // # Encoding
 //
 // Values are hand-written, fixed-width little-endian fields after a version
-// byte (all version 1 today): append-based, no reflection, no allocation
+// byte (version 1, request records version 2): append-based, no reflection, no allocation
 // beyond the output buffer. Decoders check the version, the exact length
 // and every invariant (a balance within 0..BalanceMax, reserved money
 // within the balance, known enum values) and return an error wrapping
@@ -32,9 +32,24 @@
 //	             month{month spent toppedUp charges topUps} n n×reservation
 //	Entry v1     ver seq time kind channel bank ratingGroup units amount
 //	             balanceAfter validUntilAfter ref keyLen key
-//	Request v1   ver fingerprint kind result seq amount balance validUntil
-//	             state session granted flags quotaValidity
+//	Request v2   ver fingerprint kind result seq amount balance validUntil
+//	             state session granted flags quotaValidity time
+//	Request v1   the same without time (still decoded, never written)
 //	Totals v1    ver owed accounts
+//
+// # Retention of idempotency records
+//
+// Request records are not kept forever: the Pruner (pruner.go) deletes those
+// older than a retention window (default 7 days, at least 1 day; cmd/ocs
+// --request-retention). This is the contract of the window: a retry that
+// arrives after its record was pruned is evaluated as a new command, and a
+// charge is charged again. Records a voucher, transfer or *101# payment may
+// still re-drive are kept while that flow is open. Every record carries the
+// time it was written (v2; the engine's clock, or the store's at commit if
+// the engine left it zero); v1 records count from the pruner's first pass.
+// Journal entries keep their request key forever: the key in the history is
+// the transaction reference, not an idempotency claim, and Check does not
+// require a request record behind it.
 //
 // # Concurrency
 //

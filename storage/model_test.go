@@ -114,7 +114,7 @@ func (m *model) record(a *charging.Account, cmd *charging.Command, out charging.
 	c := charging.Change{Account: charging.CloneAccount(a), Entry: eff.Entry, Created: eff.Created}
 	if cmd.Key != "" {
 		c.Key = cmd.Key
-		c.Request = charging.RequestRecord{Fingerprint: cmd.Fingerprint(), Kind: cmd.Kind, Outcome: out}
+		c.Request = charging.RequestRecord{Fingerprint: cmd.Fingerprint(), Kind: cmd.Kind, Outcome: out, Time: m.now.UnixNano()}
 		m.requests[requestID(a.ID, cmd.Key)] = c.Request
 	}
 	if eff.Entry.Seq != 0 {

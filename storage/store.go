@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
@@ -83,6 +84,10 @@ type Options struct {
 	// (ocs_storage_*). Nil means none, at no cost on the commit path.
 	// Pebble's metrics are a separate collector: NewCollector.
 	Registerer prometheus.Registerer
+	// Now stamps request records committed without a Time (read once per
+	// batch that has one); nil means time.Now. The engine sets Time from
+	// its own clock, so this is a fallback; tests inject a manual clock.
+	Now func() time.Time
 }
 
 // Store is the durable state of the engine on one Pebble database.
@@ -99,11 +104,13 @@ type Store struct {
 	metrics *storeMetrics // nil: no metrics
 
 	lookupOpts pebble.IterOptions // read-only after Open
+	now        func() time.Time   // read-only after Open
 
 	// Owned by the committer goroutine.
 	buf     []byte          // value encoding scratch
 	keyBuf  []byte          // key encoding scratch
 	applied charging.Totals // totals including applied, maybe not durable, batches
+	stamp   int64           // Unix ns of the batch being built; 0 until needed
 	order   uint64          // number of the last batch applied
 
 	free struct {
@@ -141,7 +148,10 @@ func Open(dir string, opts Options) (*Store, error) {
 	if cacheBytes <= 0 {
 		cacheBytes = CacheBytesDefault
 	}
-	s := &Store{log: log, cache: pebble.NewCache(cacheBytes + memTableReserveBytes)}
+	s := &Store{log: log, cache: pebble.NewCache(cacheBytes + memTableReserveBytes), now: opts.Now}
+	if s.now == nil {
+		s.now = time.Now
+	}
 	s.keys.roles = make(map[[32]byte]uint8)
 	s.lookupOpts.UseL6Filters = true
 	po := pebbleOptions(s.cache, opts.FS, log)

@@ -53,7 +53,9 @@ package storage
 //
 // Complete writes without fsync: if it is lost in a crash, step 4 re-drives
 // a credit that the idempotency record answers, which is harmless. That
-// relies on request records living at least as long as pending markers.
+// relies on request records living at least as long as pending markers:
+// the pruner keeps a "V/" record while its pending marker exists
+// (pruner.go).
 
 import (
 	"bytes"

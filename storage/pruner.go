@@ -1,0 +1,500 @@
+package storage
+
+// The request-record pruner: idempotency records (table 0x03) are kept for
+// a retention window, not forever.
+//
+// # Contract
+//
+// A request record older than the retention is deleted; a retry that
+// arrives after its record was deleted is evaluated as a new command (and
+// charged again). Nchf retries come within seconds and HTTP Idempotency-Key
+// conventions use 24 h, so the window (default 7 days, at least 1 day) is
+// far beyond any legitimate retry. A record is pruned when its age is
+// strictly greater than the retention: one exactly Retention old is kept.
+//
+// # Records the engine's own flows still need
+//
+// Vouchers, transfers and *101# payments re-drive a leg with the same
+// derived request key after a crash or a failed leg ("V/<hash>",
+// "T/<id>/<leg>", "P/<id>"), and rely on the record to answer a leg that
+// already ran. Their records are kept, whatever their age, while the flow
+// is open: a pending voucher marker, an open transfer, a pending payment.
+// A flow closes only after its leg is durable, and it never reopens, so a
+// record pruned after its flow closed is never asked for again. The
+// voucher's Complete is written without fsync, but the pruner's deletes are
+// applied after it in the same ordered write-ahead log: a crash that loses
+// the Complete (the marker is back) also loses every later delete.
+//
+// # Old records
+//
+// Records written before records had a time (codec v1) decode with Time 0.
+// They are treated as written at the pruner's epoch: the time of the first
+// pass on this database, stored once in meta "requestEpoch" (synced). Every
+// v1 record was written by an older build before that pass, so its true age
+// is at least its age measured from the epoch: none is pruned early, and
+// all of them go one retention after the first pass. Keeping them forever
+// was rejected: it leaves exactly the unbounded growth this removes.
+//
+// # Cost and pacing
+//
+// Records sort by subscriber and key, not by time, so each pass reads the
+// whole table (a time index would cost a second write on every charge). A
+// pass is a sequence of steps: each opens an iterator at the key where the
+// previous one stopped, reads at most pruneScanMax records, deletes at most
+// BatchMax of them in one NoSync batch (a lost delete is simply redone next
+// pass), closes the iterator (so no step pins memtables or tables for
+// long) and sleeps Pause before the next step, so commits and compactions
+// keep the CPU. A restart begins the pass again from the first key:
+// remembering a cursor across restarts saves at most one pass.
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ocs-engine/ocs/charging"
+)
+
+// Retention and pacing of the pruner.
+const (
+	// RequestRetentionMin is the shortest retention accepted: a day covers
+	// every retry convention (Nchf within seconds, Idempotency-Key 24 h)
+	// and a client that retries after a night-long outage of its own.
+	RequestRetentionMin = 24 * time.Hour
+	// RequestRetentionDefault: a week, so that a retry after a weekend
+	// outage is still answered from its record.
+	RequestRetentionDefault = 7 * 24 * time.Hour
+	// PruneIntervalDefault is the pause between the end of one pass and
+	// the start of the next: against a retention of days, ten minutes of
+	// lateness is nothing, and a pass reads the whole table.
+	PruneIntervalDefault = 10 * time.Minute
+	// PruneBatchMax bounds the deletes of one batch: 10,000 tombstones are
+	// about 1 MB of batch, applied in a few milliseconds, short enough
+	// that the committer's synced batches queue behind it only briefly.
+	PruneBatchMax = 10_000
+	// pruneScanMax bounds the records one step reads, so a step over
+	// mostly young records (deleting few) is as short as one deleting
+	// PruneBatchMax.
+	pruneScanMax = 4 * PruneBatchMax
+	// PrunePauseDefault is the sleep between steps: a step is a few tens
+	// of milliseconds of one core, so the pruner takes at most about half
+	// a core while a pass runs and charging keeps the rest.
+	PrunePauseDefault = 20 * time.Millisecond
+	// metaRequestEpoch names the pruner's epoch (see Old records above).
+	metaRequestEpoch = "requestEpoch"
+	requestEpochV1   = 1
+	requestEpochLen  = 1 + 8
+)
+
+// ErrRetention is wrapped by the error of a retention below
+// RequestRetentionMin.
+var ErrRetention = errors.New("storage: request retention too short")
+
+// ValidateRetention returns an error wrapping ErrRetention if d is below
+// RequestRetentionMin.
+func ValidateRetention(d time.Duration) error {
+	if d < RequestRetentionMin {
+		return fmt.Errorf("%w: %v is below the minimum of %v (a retry after its record is pruned is charged again)",
+			ErrRetention, d, RequestRetentionMin)
+	}
+	return nil
+}
+
+// PrunerOptions configures NewPruner. Zero fields take the defaults.
+type PrunerOptions struct {
+	// Retention is how long a request record is kept; 0 means
+	// RequestRetentionDefault, and below RequestRetentionMin is an error.
+	Retention time.Duration
+	// Interval is the pause between passes; 0 means PruneIntervalDefault.
+	Interval time.Duration
+	// BatchMax bounds the deletes per batch, 1..PruneBatchMax; 0 means
+	// PruneBatchMax.
+	BatchMax int
+	// Pause is the sleep between steps; 0 means PrunePauseDefault.
+	Pause time.Duration
+	// Now is the clock the window is measured on; nil means time.Now.
+	Now func() time.Time
+	// Logger receives one line per pass; nil discards.
+	Logger *slog.Logger
+	// Registerer, when not nil, receives ocs_storage_prune_* metrics.
+	Registerer prometheus.Registerer
+}
+
+// PruneStats describes one pass.
+type PruneStats struct {
+	Scanned  uint64 // records read
+	Deleted  uint64 // records older than the retention, deleted
+	KeptOpen uint64 // records older than the retention kept for an open flow
+	Batches  int    // delete batches applied
+}
+
+// Pruner deletes request records older than the retention, in the
+// background (Start, Stop) or one pass at a time (Prune). It writes its
+// own batches, apart from the committer: Pebble orders them in its log.
+type Pruner struct {
+	s       *Store
+	opts    PrunerOptions
+	log     *slog.Logger
+	metrics *pruneMetrics // nil: no metrics
+	batch   *pebble.Batch // reused between steps; owned by the pass
+	passMu  sync.Mutex    // one pass at a time (the loop, or a test/ops call)
+	onBatch func(deletes int) // tests: called before each delete batch is applied
+
+	stop    context.CancelFunc
+	done    chan struct{}
+	stopped sync.Once
+}
+
+// NewPruner returns a pruner of s's request records. It starts nothing:
+// call Start, or Prune.
+func NewPruner(s *Store, opts PrunerOptions) (*Pruner, error) {
+	if opts.Retention == 0 {
+		opts.Retention = RequestRetentionDefault
+	}
+	if err := ValidateRetention(opts.Retention); err != nil {
+		return nil, err
+	}
+	switch {
+	case opts.BatchMax == 0:
+		opts.BatchMax = PruneBatchMax
+	case opts.BatchMax < 0 || opts.BatchMax > PruneBatchMax:
+		return nil, fmt.Errorf("storage: prune batch of %d deletes, want 1..%d", opts.BatchMax, PruneBatchMax)
+	}
+	if opts.Interval < 0 || opts.Pause < 0 {
+		return nil, fmt.Errorf("storage: prune interval %v and pause %v must not be negative", opts.Interval, opts.Pause)
+	}
+	if opts.Interval == 0 {
+		opts.Interval = PruneIntervalDefault
+	}
+	if opts.Pause == 0 {
+		opts.Pause = PrunePauseDefault
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	p := &Pruner{s: s, opts: opts, log: opts.Logger}
+	if p.log == nil {
+		p.log = slog.New(slog.DiscardHandler)
+	}
+	if opts.Registerer != nil {
+		p.metrics = newPruneMetrics(opts.Registerer)
+	}
+	return p, nil
+}
+
+// Start runs a pass every Interval (the first one Interval after Start,
+// so that start-up and flow recovery come first) until Stop.
+func (p *Pruner) Start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	p.stop, p.done = cancel, make(chan struct{})
+	go p.loop(ctx)
+}
+
+// Stop ends the loop, interrupting a pass between two steps, and returns
+// once it has ended. Call it before Store.Close. Safe to call twice, and
+// without Start.
+func (p *Pruner) Stop() {
+	p.stopped.Do(func() {
+		if p.stop == nil {
+			return
+		}
+		p.stop()
+		<-p.done
+	})
+}
+
+func (p *Pruner) loop(ctx context.Context) {
+	defer close(p.done)
+	t := time.NewTimer(p.opts.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if _, err := p.Prune(ctx); err != nil && ctx.Err() == nil {
+			p.log.Error("request record prune failed; retried next interval", "err", err)
+		}
+		t.Reset(p.opts.Interval)
+	}
+}
+
+// Prune runs one whole pass now and returns what it did. It stops between
+// steps when ctx is done (returning ctx's error and the stats so far).
+func (p *Pruner) Prune(ctx context.Context) (PruneStats, error) {
+	p.passMu.Lock()
+	defer p.passMu.Unlock()
+	start := time.Now() // wall time of the pass, for the metric only
+	var st PruneStats
+	err := p.pass(ctx, &st)
+	if m := p.metrics; m != nil {
+		m.observe(&st, start, err, ctx.Err() != nil)
+	}
+	if err != nil {
+		return st, fmt.Errorf("storage: prune request records: %w", err)
+	}
+	p.log.Info("request records pruned", "scanned", st.Scanned, "deleted", st.Deleted,
+		"keptOpen", st.KeptOpen, "duration", time.Since(start).Round(time.Millisecond))
+	return st, nil
+}
+
+func (p *Pruner) pass(ctx context.Context, st *PruneStats) error {
+	now := p.opts.Now()
+	epoch, err := p.epoch(now)
+	if err != nil {
+		return err
+	}
+	cutoff := now.Add(-p.opts.Retention).UnixNano()
+	if p.batch == nil {
+		p.batch = p.s.db.NewBatch()
+	}
+	from := tableStart(tagRequest)
+	for {
+		if err := p.s.failedErr(); err != nil {
+			return err
+		}
+		next, err := p.step(from, cutoff, epoch, st)
+		if err != nil || next == nil {
+			return err
+		}
+		from = next
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(p.opts.Pause):
+		}
+	}
+}
+
+// epoch returns the time v1 records are taken to be written at, writing
+// now as the epoch on the first pass.
+func (p *Pruner) epoch(now time.Time) (int64, error) {
+	k := appendMetaKey(nil, metaRequestEpoch)
+	v, found, err := p.s.get(k)
+	switch {
+	case err != nil:
+		return 0, fmt.Errorf("read epoch: %w", err)
+	case found && (len(v) != requestEpochLen || v[0] != requestEpochV1 || int64(le.Uint64(v[1:])) <= 0):
+		return 0, fmt.Errorf("%w: request epoch record %x", ErrCorrupt, v)
+	case found:
+		return int64(le.Uint64(v[1:])), nil
+	}
+	t := max(now.UnixNano(), 1)
+	if err := p.s.db.Set(k, appendI64([]byte{requestEpochV1}, t), pebble.Sync); err != nil {
+		return 0, fmt.Errorf("write epoch: %w", err)
+	}
+	p.log.Info("request record epoch set: records without a time count from now", "epoch", now)
+	return t, nil
+}
+
+// step reads records from key from on, deletes the prunable ones and
+// returns the key to resume at, or nil at the end of the table.
+func (p *Pruner) step(from []byte, cutoff, epoch int64, st *PruneStats) (next []byte, err error) {
+	it, err := p.s.db.NewIter(&pebble.IterOptions{LowerBound: from, UpperBound: tableStart(tagRequest + 1)})
+	if err != nil {
+		return nil, err
+	}
+	b := p.batch
+	deletes, scanned := 0, 0
+	for ok := it.First(); ok; ok = it.Next() {
+		if deletes == p.opts.BatchMax || scanned == pruneScanMax {
+			next = append([]byte(nil), it.Key()...)
+			break
+		}
+		scanned++
+		prune, err := p.prunable(it.Key(), it.Value(), cutoff, epoch, st)
+		if err != nil {
+			_ = it.Close()
+			b.Reset()
+			return nil, err
+		}
+		if prune {
+			if err := b.Delete(it.Key(), nil); err != nil {
+				_ = it.Close()
+				b.Reset()
+				return nil, err
+			}
+			deletes++
+		}
+	}
+	if err := errors.Join(it.Error(), it.Close()); err != nil {
+		b.Reset()
+		return nil, err
+	}
+	st.Scanned += uint64(scanned)
+	if deletes > 0 {
+		if p.onBatch != nil {
+			p.onBatch(deletes)
+		}
+		// NoSync: a delete lost in a crash is redone by the next pass.
+		err = p.s.db.Apply(b, pebble.NoSync)
+		b.Reset()
+		if err != nil {
+			return nil, err
+		}
+		st.Deleted += uint64(deletes)
+		st.Batches++
+	}
+	return next, nil
+}
+
+// prunable reports whether the record at k is past the window and no open
+// flow needs it.
+func (p *Pruner) prunable(k, v []byte, cutoff, epoch int64, st *PruneStats) (bool, error) {
+	_, id, key, ok := parseSubKey(k)
+	if !ok || len(key) == 0 || len(key) > charging.RequestKeyBytesMax {
+		return false, fmt.Errorf("%w: request key %x", ErrCorrupt, k)
+	}
+	q, err := decodeRequest(v)
+	if err != nil {
+		return false, fmt.Errorf("request %d/%q: %w", id, key, err)
+	}
+	written := q.Time
+	if written == 0 {
+		written = epoch
+	}
+	if written >= cutoff {
+		return false, nil
+	}
+	open, err := p.flowOpen(key)
+	if err != nil {
+		return false, err
+	}
+	if open {
+		st.KeptOpen++
+		return false, nil
+	}
+	return true, nil
+}
+
+// flowOpen reports whether key is the derived key of a leg of a voucher
+// redemption, transfer or *101# payment that is still open, and so may be
+// re-driven and must find its record. A client key that merely looks like
+// one is kept longer, which is harmless.
+func (p *Pruner) flowOpen(key []byte) (bool, error) {
+	switch {
+	case len(key) == len("V/")+32 && key[0] == 'V' && key[1] == '/':
+		var h [16]byte
+		if _, err := hex.Decode(h[:], key[2:]); err != nil {
+			return false, nil
+		}
+		// RedemptionKey holds the first half of the hash: any pending
+		// marker whose hash starts with it.
+		lower := append(appendTable(make([]byte, 0, voucherKeyLen+1), tagVoucherPending), h[:]...)
+		upper := append(append([]byte(nil), lower...), make([]byte, 16)...)
+		for i := len(lower); i < len(upper); i++ {
+			upper[i] = 0xff
+		}
+		upper = append(upper, 0) // after the largest 33-byte key with this prefix
+		it, err := p.s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+		if err != nil {
+			return false, err
+		}
+		found := it.First()
+		return found, errors.Join(it.Error(), it.Close())
+	case len(key) > 2 && key[0] == 'T' && key[1] == '/':
+		s := string(key[2:])
+		i := strings.IndexByte(s, '/')
+		if i < 0 {
+			return false, nil
+		}
+		id, err := strconv.ParseUint(s[:i], 10, 64)
+		if err != nil {
+			return false, nil
+		}
+		return p.exists(idKey(tagTransferOpen, id))
+	case len(key) > 2 && key[0] == 'P' && key[1] == '/':
+		id, err := strconv.ParseUint(string(key[2:]), 10, 64)
+		if err != nil {
+			return false, nil
+		}
+		return p.exists(binary.BigEndian.AppendUint64(appendTable(nil, tagFixedPayOpen), id))
+	}
+	return false, nil
+}
+
+func (p *Pruner) exists(k []byte) (bool, error) {
+	_, closer, err := p.s.db.Get(k)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return true, closer.Close()
+}
+
+// pruneMetrics are the pruner's metrics, observed once per pass.
+type pruneMetrics struct {
+	deleted  prometheus.Counter
+	scanned  prometheus.Counter
+	keptOpen prometheus.Counter
+	errors   prometheus.Counter
+	duration prometheus.Histogram
+	lastPass prometheus.Gauge
+}
+
+func newPruneMetrics(r prometheus.Registerer) *pruneMetrics {
+	m := &pruneMetrics{
+		deleted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ocs_storage_prune_records_deleted_total",
+			Help: "Request (idempotency) records deleted for being older than the retention.",
+		}),
+		scanned: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ocs_storage_prune_records_scanned_total",
+			Help: "Request records read by the pruner: its cost, a whole table per pass.",
+		}),
+		keptOpen: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ocs_storage_prune_records_kept_open_total",
+			Help: "Request records past the retention kept because their voucher, transfer or payment is still open.",
+		}),
+		errors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ocs_storage_prune_errors_total",
+			Help: "Prune passes that ended in an error (logged; retried next interval).",
+		}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "ocs_storage_prune_duration_seconds",
+			Help: "Time of one prune pass, pauses between its steps included.",
+			// A pass reads the whole table: well under a second on a
+			// small store, minutes on hundreds of millions of records.
+			Buckets: prometheus.ExponentialBuckets(0.01, 4, 10), // 10 ms .. 43 min
+		}),
+		lastPass: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "ocs_storage_prune_last_success_timestamp_seconds",
+			Help: "Unix time at which the last successful prune pass ended: alert if it falls far behind the interval.",
+		}),
+	}
+	m.deleted = register(r, m.deleted)
+	m.scanned = register(r, m.scanned)
+	m.keptOpen = register(r, m.keptOpen)
+	m.errors = register(r, m.errors)
+	m.duration = register(r, m.duration)
+	m.lastPass = register(r, m.lastPass)
+	return m
+}
+
+// observe records a pass; one interrupted by Stop is no error.
+func (m *pruneMetrics) observe(st *PruneStats, start time.Time, err error, stopped bool) {
+	m.deleted.Add(float64(st.Deleted))
+	m.scanned.Add(float64(st.Scanned))
+	m.keptOpen.Add(float64(st.KeptOpen))
+	if err != nil {
+		if !stopped {
+			m.errors.Inc()
+		}
+		return
+	}
+	m.duration.Observe(time.Since(start).Seconds())
+	m.lastPass.SetToCurrentTime()
+}

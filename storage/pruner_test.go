@@ -1,0 +1,371 @@
+package storage
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+
+	"github.com/ocs-engine/ocs/charging"
+)
+
+// manualClock is the injected clock of these tests.
+type manualClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *manualClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *manualClock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// pruneStore opens a store on disk in a temp dir with clock as its stamp
+// clock, and provisions account id; Check runs at cleanup.
+func pruneStore(t *testing.T, clock *manualClock, id charging.SubscriberID) *Store {
+	t.Helper()
+	s, err := Open(t.TempDir(), Options{FS: vfs.Default, CacheBytes: 8 << 20, Now: clock.Now})
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		require.NoError(t, s.Check(context.Background()))
+		require.NoError(t, s.Close())
+	})
+	require.NoError(t, s.Commit([]charging.Change{{Account: charging.Account{ID: id}, Created: true}}))
+	return s
+}
+
+// record is a request record with result OK and the given time.
+func record(fingerprint uint64, at int64) charging.RequestRecord {
+	return charging.RequestRecord{Fingerprint: fingerprint, Kind: charging.KindCharge,
+		Outcome: charging.Outcome{Result: charging.ResultOK, Seq: fingerprint}, Time: at}
+}
+
+// putRequests commits one change per key, each recording rec(i).
+func putRequests(t *testing.T, s *Store, id charging.SubscriberID, keys []string, rec func(i int) charging.RequestRecord) {
+	t.Helper()
+	changes := make([]charging.Change, len(keys))
+	for i, k := range keys {
+		changes[i] = charging.Change{Account: charging.Account{ID: id}, Key: k, Request: rec(i)}
+	}
+	require.NoError(t, s.Commit(changes))
+}
+
+func found(t *testing.T, s *Store, id charging.SubscriberID, key string) bool {
+	t.Helper()
+	_, ok, err := s.LookupRequest(id, key)
+	require.NoError(t, err)
+	return ok
+}
+
+func newTestPruner(t *testing.T, s *Store, clock *manualClock, opts PrunerOptions) *Pruner {
+	t.Helper()
+	opts.Now = clock.Now
+	if opts.Pause == 0 {
+		opts.Pause = time.Microsecond
+	}
+	p, err := NewPruner(s, opts)
+	require.NoError(t, err)
+	t.Cleanup(p.Stop)
+	return p
+}
+
+var pruneT0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+
+func TestPruneKeepsTheExactBoundary(t *testing.T) {
+	const id = 38344000001
+	clock := &manualClock{t: pruneT0}
+	s := pruneStore(t, clock, id)
+	retention := 48 * time.Hour
+	ages := map[string]time.Duration{
+		"older":       retention + time.Nanosecond,
+		"much-older":  30 * 24 * time.Hour,
+		"exact":       retention,
+		"just-within": retention - time.Nanosecond,
+		"fresh":       0,
+	}
+	keys := []string{"older", "much-older", "exact", "just-within", "fresh"}
+	putRequests(t, s, id, keys, func(i int) charging.RequestRecord {
+		return record(uint64(i+1), pruneT0.Add(-ages[keys[i]]).UnixNano())
+	})
+	p := newTestPruner(t, s, clock, PrunerOptions{Retention: retention})
+	st, err := p.Prune(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, PruneStats{Scanned: 5, Deleted: 2, Batches: 1}, st)
+	for _, k := range keys {
+		require.Equal(t, ages[k] <= retention, found(t, s, id, k), k)
+	}
+	require.NoError(t, s.Check(context.Background()))
+
+	// One nanosecond later the boundary record is past the window.
+	clock.Add(time.Nanosecond)
+	st, err = p.Prune(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, uint64(1), st.Deleted)
+	require.False(t, found(t, s, id, "exact"))
+	require.True(t, found(t, s, id, "just-within"))
+}
+
+// A retry of a pruned key is new to the engine: LookupRequest misses (the
+// actor then evaluates the command, see actors/subscriber.go replay); a
+// retry within the window is answered from its record, unchanged.
+func TestPrunedRetryIsNewAndYoungRetryReplays(t *testing.T) {
+	const id = 38344000002
+	clock := &manualClock{t: pruneT0}
+	s := pruneStore(t, clock, id)
+	old := record(11, pruneT0.Add(-8*24*time.Hour).UnixNano())
+	young := record(12, pruneT0.Add(-time.Hour).UnixNano())
+	putRequests(t, s, id, []string{"old", "young"}, func(i int) charging.RequestRecord {
+		return []charging.RequestRecord{old, young}[i]
+	})
+	p := newTestPruner(t, s, clock, PrunerOptions{})
+	_, err := p.Prune(context.Background())
+	require.NoError(t, err)
+
+	require.False(t, found(t, s, id, "old"), "a retry of a pruned key must be evaluated as new")
+	got, ok, err := s.LookupRequest(id, "young")
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, young, got)
+
+	// The retry of "old" is charged again: its new record is written with
+	// the engine's time and survives the next pass.
+	putRequests(t, s, id, []string{"old"}, func(int) charging.RequestRecord { return record(11, clock.Now().UnixNano()) })
+	_, err = p.Prune(context.Background())
+	require.NoError(t, err)
+	got, ok, err = s.LookupRequest(id, "old")
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, clock.Now().UnixNano(), got.Time)
+}
+
+// Records without a time are stamped by the store's clock once per batch,
+// without changing the caller's changes.
+func TestCommitStampsRecordsWithoutTime(t *testing.T) {
+	const id = 38344000003
+	clock := &manualClock{t: pruneT0}
+	s := pruneStore(t, clock, id)
+	changes := []charging.Change{
+		{Account: charging.Account{ID: id}, Key: "a", Request: record(1, 0)},
+		{Account: charging.Account{ID: id}, Key: "b", Request: record(2, 0)},
+		{Account: charging.Account{ID: id}, Key: "c", Request: record(3, 77)},
+	}
+	require.NoError(t, s.Commit(changes))
+	require.Zero(t, changes[0].Request.Time, "Commit must not write into the caller's changes")
+	for key, want := range map[string]int64{"a": pruneT0.UnixNano(), "b": pruneT0.UnixNano(), "c": 77} {
+		got, ok, err := s.LookupRequest(id, key)
+		require.NoError(t, err)
+		require.True(t, ok)
+		require.Equal(t, want, got.Time, key)
+	}
+	err := s.Commit([]charging.Change{{Account: charging.Account{ID: id}, Key: "d", Request: record(4, -1)}})
+	require.ErrorIs(t, err, ErrInvalid)
+}
+
+// Records written by an older build have no time: they count from the
+// epoch of the first pass, which survives a restart.
+func TestPruneOldVersionRecordsFromEpoch(t *testing.T) {
+	const id = 38344000004
+	dir := t.TempDir()
+	clock := &manualClock{t: pruneT0}
+	s, err := Open(dir, Options{FS: vfs.Default, CacheBytes: 8 << 20, Now: clock.Now})
+	require.NoError(t, err)
+	require.NoError(t, s.Commit([]charging.Change{{Account: charging.Account{ID: id}, Created: true}}))
+	q := record(5, 0)
+	for _, key := range []string{"v1-a", "v1-b"} {
+		require.NoError(t, s.db.Set(appendRequestKey(nil, id, key), appendRequestV1(nil, &q), pebble.Sync))
+	}
+	got, ok, err := s.LookupRequest(id, "v1-a")
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, q, got)
+
+	retention := 24 * time.Hour
+	p, err := NewPruner(s, PrunerOptions{Retention: retention, Now: clock.Now})
+	require.NoError(t, err)
+	st, err := p.Prune(context.Background()) // sets the epoch to now
+	require.NoError(t, err)
+	require.Zero(t, st.Deleted)
+	require.NoError(t, s.Close())
+
+	clock.Add(retention)
+	s, err = Open(dir, Options{FS: vfs.Default, CacheBytes: 8 << 20, Now: clock.Now})
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		require.NoError(t, s.Check(context.Background()))
+		require.NoError(t, s.Close())
+	})
+	p, err = NewPruner(s, PrunerOptions{Retention: retention, Now: clock.Now})
+	require.NoError(t, err)
+	st, err = p.Prune(context.Background())
+	require.NoError(t, err)
+	require.Zero(t, st.Deleted, "exactly one retention after the epoch: kept")
+	require.True(t, found(t, s, id, "v1-b"))
+
+	clock.Add(time.Nanosecond)
+	st, err = p.Prune(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, uint64(2), st.Deleted, "the epoch must have survived the restart")
+	require.False(t, found(t, s, id, "v1-a"))
+}
+
+func TestPruneBatchesAreBounded(t *testing.T) {
+	const id = 38344000005
+	clock := &manualClock{t: pruneT0}
+	s := pruneStore(t, clock, id)
+	const old, young, batchMax = 60, 20, 7
+	keys := make([]string, old+young)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("k%03d", i)
+	}
+	putRequests(t, s, id, keys, func(i int) charging.RequestRecord {
+		if i%4 == 0 && i/4 < young { // young ones interleaved with old ones
+			return record(uint64(i+1), pruneT0.UnixNano())
+		}
+		return record(uint64(i+1), pruneT0.Add(-30*24*time.Hour).UnixNano())
+	})
+	p := newTestPruner(t, s, clock, PrunerOptions{BatchMax: batchMax})
+	var sizes []int
+	p.onBatch = func(n int) { sizes = append(sizes, n) }
+	st, err := p.Prune(context.Background())
+	require.NoError(t, err)
+	sum := 0
+	for _, n := range sizes {
+		require.LessOrEqual(t, n, batchMax)
+		sum += n
+	}
+	require.Equal(t, old, sum)
+	require.Equal(t, (old+batchMax-1)/batchMax, len(sizes))
+	require.Equal(t, PruneStats{Scanned: old + young, Deleted: old, Batches: len(sizes)}, st)
+	n := 0
+	for i, k := range keys {
+		if found(t, s, id, k) {
+			n++
+			require.True(t, i%4 == 0 && i/4 < young, k)
+		}
+	}
+	require.Equal(t, young, n)
+}
+
+// Records of a voucher credit, transfer leg or *101# debit stay while the
+// flow is open (a re-drive needs them), and go once it closes.
+func TestPruneKeepsRecordsOfOpenFlows(t *testing.T) {
+	const id = 38344000006
+	clock := &manualClock{t: pruneT0}
+	s := pruneStore(t, clock, id)
+	var h VoucherHash
+	for i := range h {
+		h[i] = byte(i * 7)
+	}
+	tr := charging.Transfer{ID: 42}
+	pay := FixedPayment{ID: 9}
+	open := []struct{ key, marker []byte }{
+		{[]byte(RedemptionKey(h)), voucherPendingKey(nil, &h)},
+		{[]byte(tr.DebitKey()), idKey(tagTransferOpen, tr.ID)},
+		{[]byte(tr.ReverseKey()), idKey(tagTransferOpen, tr.ID)},
+		{[]byte(pay.DebitKey()), binary.BigEndian.AppendUint64(appendTable(nil, tagFixedPayOpen), pay.ID)},
+	}
+	keys := []string{"client-key"}
+	for _, o := range open {
+		keys = append(keys, string(o.key))
+		require.NoError(t, s.db.Set(o.marker, []byte{1}, pebble.Sync))
+	}
+	putRequests(t, s, id, keys, func(i int) charging.RequestRecord {
+		return record(uint64(i+1), pruneT0.Add(-10*24*time.Hour).UnixNano())
+	})
+	p := newTestPruner(t, s, clock, PrunerOptions{})
+	st, err := p.Prune(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, PruneStats{Scanned: 5, Deleted: 1, KeptOpen: 4, Batches: 1}, st)
+	for _, k := range keys[1:] {
+		require.True(t, found(t, s, id, k), k)
+	}
+	for _, o := range open {
+		require.NoError(t, s.db.Delete(o.marker, pebble.Sync))
+	}
+	st, err = p.Prune(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, uint64(4), st.Deleted)
+}
+
+func TestPrunerOptionsValidated(t *testing.T) {
+	clock := &manualClock{t: pruneT0}
+	s := pruneStore(t, clock, 38344000007)
+	_, err := NewPruner(s, PrunerOptions{Retention: 23 * time.Hour})
+	require.ErrorIs(t, err, ErrRetention)
+	require.ErrorContains(t, err, "below the minimum of 24h0m0s")
+	require.ErrorIs(t, ValidateRetention(-time.Hour), ErrRetention)
+	require.NoError(t, ValidateRetention(RequestRetentionMin))
+	_, err = NewPruner(s, PrunerOptions{BatchMax: PruneBatchMax + 1})
+	require.Error(t, err)
+	_, err = NewPruner(s, PrunerOptions{Interval: -time.Second})
+	require.Error(t, err)
+	p, err := NewPruner(s, PrunerOptions{})
+	require.NoError(t, err)
+	require.Equal(t, RequestRetentionDefault, p.opts.Retention)
+	p.Stop() // without Start: a no-op
+}
+
+// The loop prunes in the background, counts what it did, and Stop ends it
+// even in the middle of a pass.
+func TestPrunerLoopMetricsAndStop(t *testing.T) {
+	const id = 38344000008
+	clock := &manualClock{t: pruneT0}
+	s := pruneStore(t, clock, id)
+	keys := []string{"a", "b", "c", "d"}
+	putRequests(t, s, id, keys, func(i int) charging.RequestRecord {
+		return record(uint64(i+1), pruneT0.Add(-8*24*time.Hour).UnixNano())
+	})
+	reg := prometheus.NewRegistry()
+	// One delete per batch and an hour between steps: the first step runs,
+	// then the pass waits until Stop interrupts it.
+	p := newTestPruner(t, s, clock, PrunerOptions{Interval: time.Millisecond, BatchMax: 1, Pause: time.Hour, Registerer: reg})
+	batches := make(chan int, len(keys))
+	p.onBatch = func(n int) { batches <- n }
+	p.Start()
+	select {
+	case n := <-batches:
+		require.Equal(t, 1, n)
+	case <-time.After(10 * time.Second):
+		t.Fatal("no batch within 10 s")
+	}
+	stopped := make(chan struct{})
+	go func() { p.Stop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Stop did not interrupt the pass")
+	}
+	p.Stop()
+	mfs := gather(t, reg)
+	require.Equal(t, 1.0, value(t, mfs, "ocs_storage_prune_records_deleted_total", ""))
+	require.Equal(t, 0.0, value(t, mfs, "ocs_storage_prune_errors_total", ""), "an interrupted pass is no error")
+	require.Equal(t, 0.0, value(t, mfs, "ocs_storage_prune_last_success_timestamp_seconds", ""))
+	require.Equal(t, 0.0, value(t, mfs, "ocs_storage_prune_duration_seconds", ""))
+
+	// A whole pass, by hand: counted, timed, stamped.
+	p2 := newTestPruner(t, s, clock, PrunerOptions{Registerer: reg})
+	_, err := p2.Prune(context.Background())
+	require.NoError(t, err)
+	mfs = gather(t, reg)
+	require.Equal(t, 4.0, value(t, mfs, "ocs_storage_prune_records_deleted_total", ""), "the same counters after a re-registration")
+	require.Equal(t, 4.0, value(t, mfs, "ocs_storage_prune_records_scanned_total", ""), "1 by the interrupted pass, 3 by the whole one")
+	require.Greater(t, value(t, mfs, "ocs_storage_prune_last_success_timestamp_seconds", ""), float64(pruneT0.Unix()))
+	require.Equal(t, 1.0, value(t, mfs, "ocs_storage_prune_duration_seconds", ""), "one pass observed")
+	for _, k := range keys {
+		require.False(t, found(t, s, id, k), k)
+	}
+}
