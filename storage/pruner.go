@@ -145,9 +145,9 @@ type Pruner struct {
 	s       *Store
 	opts    PrunerOptions
 	log     *slog.Logger
-	metrics *pruneMetrics // nil: no metrics
-	batch   *pebble.Batch // reused between steps; owned by the pass
-	passMu  sync.Mutex    // one pass at a time (the loop, or a test/ops call)
+	metrics *pruneMetrics     // nil: no metrics
+	batch   *pebble.Batch     // reused between steps; owned by the pass
+	passMu  sync.Mutex        // one pass at a time (the loop, or a test/ops call)
 	onBatch func(deletes int) // tests: called before each delete batch is applied
 
 	stop    context.CancelFunc
