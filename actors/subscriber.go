@@ -211,7 +211,7 @@ func (s *subscriber) finish(req *request, cmd *charging.Command, out charging.Ou
 	p := pendingChange{}
 	if recorded {
 		it.change.Key = cmd.Key
-		it.change.Request = charging.RequestRecord{Fingerprint: cmd.Fingerprint(), Kind: cmd.Kind, Outcome: out}
+		it.change.Request = charging.RequestRecord{Fingerprint: cmd.Fingerprint(), Kind: cmd.Kind, Outcome: out, Time: eff.Entry.Time} // the command's now; 0 without an entry: storage stamps it at commit
 		p.key, p.record = cmd.Key, it.change.Request
 	}
 	if eff.Entry.Kind == charging.EntryRefund {
