@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ocs-engine/ocs/charging"
+	"github.com/ocs-engine/ocs/storage"
 )
 
 // fileConfig is the --config file: JSON, every field optional, amounts as
@@ -52,6 +53,42 @@ type fileTariff struct {
 type fileEngine struct {
 	InflightMax   int `json:"inflightMax"`
 	IdleAfterSecs int `json:"idleAfterSeconds"`
+	// RequestRetention is how long idempotency records are kept, a Go
+	// duration ("168h"; at least "24h"): a retry that arrives later is
+	// charged as new. Empty: storage.RequestRetentionDefault (7 days).
+	RequestRetention string `json:"requestRetention,omitempty"`
+	// RequestPruneInterval is the pause between two pruning passes over
+	// the idempotency records ("10m"; at least "1s"). Empty: 10 minutes.
+	RequestPruneInterval string `json:"requestPruneInterval,omitempty"`
+}
+
+// pruneIntervalMin keeps a misconfigured interval from turning the pruner,
+// which reads the whole request table per pass, into a busy loop.
+const pruneIntervalMin = time.Second
+
+// prunerOptions returns the request-record pruner's settings of e,
+// validated; empty fields are storage's defaults.
+func (e *fileEngine) prunerOptions() (storage.PrunerOptions, error) {
+	var o storage.PrunerOptions
+	if e.RequestRetention != "" {
+		d, err := time.ParseDuration(e.RequestRetention)
+		if err != nil {
+			return o, fmt.Errorf("engine.requestRetention %q: want a duration such as \"168h\"", e.RequestRetention)
+		}
+		if err := storage.ValidateRetention(d); err != nil {
+			return o, fmt.Errorf("engine.requestRetention: %w", err)
+		}
+		o.Retention = d
+	}
+	if e.RequestPruneInterval != "" {
+		d, err := time.ParseDuration(e.RequestPruneInterval)
+		if err != nil || d < pruneIntervalMin {
+			return o, fmt.Errorf("engine.requestPruneInterval %q: want a duration of at least %v, such as \"10m\"",
+				e.RequestPruneInterval, pruneIntervalMin)
+		}
+		o.Interval = d
+	}
+	return o, nil
 }
 
 var unitNames = map[charging.UnitKind]string{charging.UnitSeconds: "seconds", charging.UnitBytes: "bytes", charging.UnitEvents: "events"}
@@ -86,7 +123,8 @@ func toFile(c *charging.Config) fileConfig {
 func printConfig(w io.Writer) error {
 	c := charging.DemoConfig()
 	f := toFile(&c)
-	f.Engine = fileEngine{InflightMax: 4096, IdleAfterSecs: 120}
+	f.Engine = fileEngine{InflightMax: 4096, IdleAfterSecs: 120,
+		RequestRetention: storage.RequestRetentionDefault.String(), RequestPruneInterval: storage.PruneIntervalDefault.String()}
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(f)
@@ -113,6 +151,9 @@ func loadConfig(path string) (charging.Config, fileEngine, error) {
 		return c, fileEngine{}, fmt.Errorf("config %s: %w", path, err)
 	}
 	if err := c.Validate(); err != nil {
+		return c, fileEngine{}, fmt.Errorf("config %s: %w", path, err)
+	}
+	if _, err := f.Engine.prunerOptions(); err != nil {
 		return c, fileEngine{}, fmt.Errorf("config %s: %w", path, err)
 	}
 	return c, f.Engine, nil

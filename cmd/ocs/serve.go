@@ -147,6 +147,9 @@ func serve(args []string) error {
 		_ = store.Close()
 		return err
 	}
+	// Idempotency records older than the retention are pruned in the
+	// background, once flows have recovered (they may need old records).
+	pruner := startPruner(store, engineCfg, reg, log)
 	served := make(chan error, 1)
 	go func() { served <- api.Serve(ln) }()
 	log.Info("ocs ready", "listen", ln.Addr().String(), "data", f.data, "startup", time.Since(started).Round(time.Millisecond),
@@ -162,7 +165,21 @@ func serve(args []string) error {
 		runErr = engine.Err()
 	case runErr = <-served:
 	}
+	pruner.Stop() // before the store closes under it
 	return shutdown(api, engine, store, log, runErr)
+}
+
+// startPruner starts the request-record pruner; loadConfig has validated
+// its settings, so NewPruner cannot refuse them.
+func startPruner(store *storage.Store, e fileEngine, reg prometheus.Registerer, log *slog.Logger) *storage.Pruner {
+	o, err := e.prunerOptions()
+	o.Logger, o.Registerer = log, reg
+	p, perr := storage.NewPruner(store, o)
+	if err = errors.Join(err, perr); err != nil {
+		panic("ocs: pruner settings passed loadConfig but were refused: " + err.Error())
+	}
+	p.Start()
+	return p
 }
 
 // issue3 is what startFlows wires: the USSD gateway and the ops stores.
