@@ -58,7 +58,7 @@ type fileEngine struct {
 	// charged as new. Empty: storage.RequestRetentionDefault (7 days).
 	RequestRetention string `json:"requestRetention,omitempty"`
 	// RequestPruneInterval is the pause between two pruning passes over
-	// the idempotency records ("10m"; at least "1s"). Empty: 10 minutes.
+	// the idempotency records ("1h"; at least "1s"). Empty: an hour.
 	RequestPruneInterval string `json:"requestPruneInterval,omitempty"`
 }
 
