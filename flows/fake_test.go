@@ -1,7 +1,11 @@
 package flows
 
 import (
+	"errors"
+	"runtime"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ocs-engine/ocs/charging"
@@ -17,6 +21,11 @@ type engine struct {
 	records  map[string]charging.Outcome
 	journal  map[charging.SubscriberID][]charging.Entry
 	calls    int
+	// intercept, when set, answers cmd instead of the accounts (an engine
+	// error, overloaded) if it returns true. Called under mu.
+	intercept func(cmd *charging.Command) (charging.Outcome, error, bool)
+	// yield lets another goroutine run before each command: races meet.
+	yield bool
 }
 
 func newEngine(now time.Time) *engine {
@@ -30,9 +39,17 @@ func (e *engine) provision(id charging.SubscriberID, balance charging.Amount) {
 }
 
 func (e *engine) Execute(cmd *charging.Command) (charging.Outcome, error) {
+	if e.yield {
+		runtime.Gosched()
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.calls++
+	if e.intercept != nil {
+		if out, err, ok := e.intercept(cmd); ok {
+			return out, err
+		}
+	}
 	a, ok := e.accounts[cmd.Subscriber]
 	if !ok {
 		return charging.Outcome{Result: charging.ResultUnknownSubscriber}, nil
@@ -52,6 +69,30 @@ func (e *engine) Execute(cmd *charging.Command) (charging.Outcome, error) {
 		e.journal[cmd.Subscriber] = append(e.journal[cmd.Subscriber], eff.Entry)
 	}
 	return out, nil
+}
+
+// failKey makes every command with key fail with errEngine while *on.
+func (e *engine) failKey(key string, on *atomic.Bool) {
+	e.intercept = func(cmd *charging.Command) (charging.Outcome, error, bool) {
+		if cmd.Key == key && on.Load() {
+			return charging.Outcome{}, errEngine, true
+		}
+		return charging.Outcome{}, nil, false
+	}
+}
+
+var errEngine = errors.New("fake engine: request timed out")
+
+func (e *engine) setBalance(id charging.SubscriberID, b charging.Amount) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.accounts[id].Balance = b
+}
+
+func (e *engine) callCount() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.calls
 }
 
 func (e *engine) balance(id charging.SubscriberID) charging.Amount {
@@ -91,7 +132,8 @@ func (t *transfers) Advance(id uint64, next charging.TransferState) (charging.Tr
 	defer t.mu.Unlock()
 	tr := t.m[id]
 	if !tr.Advance(next) {
-		panic("flows test: transfer step not allowed: " + tr.State.String() + " to " + next.String())
+		// As storage answers (ErrTransferStep): a test sees it as an error.
+		return tr, errors.New("fake transfers: step not allowed: " + tr.State.String() + " to " + next.String())
 	}
 	t.m[id] = tr
 	return tr, nil
@@ -184,4 +226,84 @@ func (v *vouchers) Pending(limit int) ([]Redemption, error) {
 		}
 	}
 	return out, nil
+}
+
+func (t *transfers) get(id uint64) charging.Transfer {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.m[id]
+}
+
+func (v *vouchers) card(code charging.VoucherCode) card {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return *v.cards[code]
+}
+
+// fixed is an in-memory Fixed: payments only, no month rule and no
+// accounts (every account exists and takes every package).
+type fixed struct {
+	mu      sync.Mutex
+	next    uint64
+	m       map[uint64]*Payment
+	applied map[uint64]int // ApplyPayment calls that moved the account
+}
+
+func newFixed() *fixed { return &fixed{m: map[uint64]*Payment{}, applied: map[uint64]int{}} }
+
+func (x *fixed) BeginPayment(caller charging.SubscriberID, account string, pkg charging.PackageID, cat *charging.Catalogue,
+	fee charging.Amount, now time.Time) (Payment, charging.FixedResult, error) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.next++
+	p := &Payment{ID: x.next, Caller: caller, Account: account, Package: pkg, Price: cat[pkg].Price, Fee: fee,
+		Key: "P/" + strconv.FormatUint(x.next, 10), Pending: true}
+	x.m[p.ID] = p
+	return *p, charging.FixedOK, nil
+}
+
+var errPaymentState = errors.New("fake fixed: payment is not pending")
+
+func (x *fixed) ApplyPayment(id uint64, cat *charging.Catalogue, now time.Time) (Payment, charging.FixedAccount, error) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	p := x.m[id]
+	switch {
+	case x.applied[id] > 0:
+		return *p, charging.FixedAccount{}, nil
+	case !p.Pending:
+		return *p, charging.FixedAccount{}, errPaymentState
+	}
+	p.Pending = false
+	x.applied[id]++
+	return *p, charging.FixedAccount{PaidUntil: now.AddDate(0, 1, 0).Unix()}, nil
+}
+
+func (x *fixed) CancelPayment(id uint64) error {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	p := x.m[id]
+	if x.applied[id] > 0 {
+		return errPaymentState
+	}
+	p.Pending = false
+	return nil
+}
+
+func (x *fixed) PendingPayments(limit int) ([]Payment, error) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	var out []Payment
+	for id := uint64(1); id <= x.next && len(out) < limit; id++ {
+		if p := x.m[id]; p.Pending {
+			out = append(out, *p)
+		}
+	}
+	return out, nil
+}
+
+func (x *fixed) state(id uint64) (pending bool, applied int) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.m[id].Pending, x.applied[id]
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/ocs-engine/ocs/charging"
@@ -99,10 +100,45 @@ type Flows struct {
 	now     func() time.Time
 	log     *slog.Logger
 	metrics *metrics
+	records records // who drives which record now; the re-driver's view
+	// redriving serialises Redrive calls: one round at a time.
+	redriving sync.Mutex
 }
 
 // ErrNotConfigured is returned by a flow whose store was not wired.
 var ErrNotConfigured = errors.New("flows: store not configured")
+
+// ErrUnsettled is returned when a re-driven leg gets an answer that is no
+// verdict on the leg: overloaded (which is also what the actor answers when
+// it cannot read the request record of an earlier run, so the leg may well
+// have happened) or request key reused. The record stays open for the next
+// re-drive; reverting a card or reversing a transfer on such an answer could
+// give the money twice.
+var ErrUnsettled = errors.New("flows: re-driven leg got no verdict; the record stays open")
+
+// ErrDrivenElsewhere is returned by a live flow that found the re-driver
+// driving its record: the re-driver finishes it, this request must not.
+var ErrDrivenElsewhere = errors.New("flows: the record is being finished by the re-driver")
+
+// drive says whether a record's legs run for the first time (live: the
+// request that created the record) or again (a retry, Recover, Redrive).
+type drive uint8
+
+const (
+	driveLive drive = iota
+	driveAgain
+)
+
+// unsettled returns ErrUnsettled for an answer that decides nothing on a
+// re-drive. On a live first run, overloaded is a real refusal: the leg
+// never ran (no earlier run exists whose record the actor could have
+// failed to read).
+func (d drive) unsettled(out *charging.Outcome) error {
+	if d == driveAgain && (out.Result == charging.ResultOverloaded || out.Result == charging.ResultRequestKeyReused) {
+		return fmt.Errorf("%w: %v", ErrUnsettled, out.Result)
+	}
+	return nil
+}
 
 // Limits of the flows.
 const (
@@ -122,6 +158,7 @@ func New(cfg Config) *Flows {
 		panic("flows: Config.Engine is required")
 	}
 	f := &Flows{cfg: cfg, now: cfg.Now, log: cfg.Logger, metrics: newMetrics(cfg.Registerer)}
+	f.records.init()
 	if f.now == nil {
 		f.now = time.Now
 	}
@@ -227,16 +264,28 @@ func (f *Flows) Redeem(caller, beneficiary charging.SubscriberID, code charging.
 		return res, nil
 	}
 	f.failpoint(FailRedeemAfterMark)
-	err = f.creditRedemption(&r, &res, beneficiary != caller)
+	k := redemptionKey(r.Hash)
+	if f.records.claim(k) {
+		// The re-driver took the card first (the mark is older than the
+		// re-driver's minimum age): it credits or reverts it.
+		f.records.release(k, true)
+		f.metrics.redeemed(&res, ErrDrivenElsewhere)
+		return res, ErrDrivenElsewhere
+	}
+	err = f.creditRedemption(&r, &res, beneficiary != caller, driveLive)
+	f.records.release(k, true)
 	f.metrics.redeemed(&res, err)
 	return res, err
 }
 
 // creditRedemption is steps 2–3 of the redemption protocol: credit, then
 // Complete, or Revert if the credit was refused.
-func (f *Flows) creditRedemption(r *Redemption, res *Result, other bool) error {
+func (f *Flows) creditRedemption(r *Redemption, res *Result, other bool, d drive) error {
 	out, err := f.leg(&r.Credit)
 	if err != nil {
+		return fmt.Errorf("flows: credit voucher: %w", err)
+	}
+	if err := d.unsettled(&out); err != nil {
 		return fmt.Errorf("flows: credit voucher: %w", err)
 	}
 	res.Account, res.Outcome, res.ByReceiver, res.Subscriber = out.Result, out, other, r.Beneficiary
@@ -248,9 +297,12 @@ func (f *Flows) creditRedemption(r *Redemption, res *Result, other bool) error {
 		return nil
 	}
 	if err := f.cfg.Vouchers.Complete(r.Hash, out.Seq); err != nil {
+		if d == driveAgain {
+			return fmt.Errorf("flows: complete voucher: %w", err)
+		}
 		// The credit is durable and the subscriber is told so; the
-		// pending marker re-drives an answered-from-record credit at the
-		// next start, which completes it.
+		// pending marker makes the re-driver run the credit again (it is
+		// answered from its record) and complete it.
 		f.log.Error("complete voucher after its credit", "err", err)
 	}
 	return nil
@@ -280,11 +332,28 @@ func (f *Flows) Transfer(key string, from, to charging.SubscriberID, amount char
 		return res, fmt.Errorf("flows: begin transfer: %w", err)
 	}
 	res.Ref = tr.ID
+	k := transferKey(tr.ID)
+	if f.records.claim(k) {
+		// The re-driver drove it meanwhile: read where it stands now
+		// (Begin with the same key only reads).
+		tr, existed, err = f.cfg.Transfers.Begin(key, from, to, amount, f.cfg.Rules.Fee, f.now())
+		if err != nil {
+			f.records.release(k, true)
+			f.metrics.transferred(&res, err)
+			return res, fmt.Errorf("flows: read transfer: %w", err)
+		}
+	}
+	defer f.records.release(k, true)
 	if existed && tr.State.Final() {
 		err = f.answerFinished(tr, &res)
 		return res, err
 	}
-	err = f.driveTransfer(tr, &res)
+	// A retry re-drives: its legs may have run before.
+	d := driveLive
+	if existed {
+		d = driveAgain
+	}
+	err = f.driveTransfer(tr, &res, d)
 	f.metrics.transferred(&res, err)
 	return res, err
 }
@@ -330,11 +399,14 @@ func reverseCommand(tr *charging.Transfer) charging.Command {
 
 // driveTransfer runs the transfer protocol from tr's state to a final one
 // (storage/transfer.go steps 2–4); recovery calls it too.
-func (f *Flows) driveTransfer(tr charging.Transfer, res *Result) error {
+func (f *Flows) driveTransfer(tr charging.Transfer, res *Result, d drive) error {
 	if tr.State == charging.TransferPending {
 		debit := debitCommand(&tr)
 		out, err := f.cfg.Engine.Execute(&debit)
 		if err != nil {
+			return fmt.Errorf("flows: transfer debit: %w", err)
+		}
+		if err := d.unsettled(&out); err != nil {
 			return fmt.Errorf("flows: transfer debit: %w", err)
 		}
 		res.Outcome = out
@@ -356,6 +428,9 @@ func (f *Flows) driveTransfer(tr charging.Transfer, res *Result) error {
 	credit := tr.CreditCommand()
 	out, err := f.leg(&credit)
 	if err != nil {
+		return fmt.Errorf("flows: transfer credit: %w", err)
+	}
+	if err := d.unsettled(&out); err != nil {
 		return fmt.Errorf("flows: transfer credit: %w", err)
 	}
 	if out.Result == charging.ResultOK {
@@ -396,18 +471,28 @@ func (f *Flows) PayPackage(caller charging.SubscriberID, pkg charging.PackageID,
 		f.metrics.paid(&res, err)
 		return res, err
 	}
-	err = f.drivePayment(p, &res)
+	k := paymentKey(p.ID)
+	if f.records.claim(k) {
+		f.records.release(k, true)
+		f.metrics.paid(&res, ErrDrivenElsewhere)
+		return res, ErrDrivenElsewhere
+	}
+	err = f.drivePayment(p, &res, driveLive)
+	f.records.release(k, true)
 	f.metrics.paid(&res, err)
 	return res, err
 }
 
 // drivePayment is steps 2–3 of the *101# protocol; recovery calls it too.
-func (f *Flows) drivePayment(p Payment, res *Result) error {
+func (f *Flows) drivePayment(p Payment, res *Result, d drive) error {
 	res.Ref, res.Amount = p.ID, p.Price
 	debit := charging.Command{Kind: charging.KindPackagePayment, Channel: charging.ChannelUSSD, Key: p.Key,
 		Subscriber: p.Caller, Amount: p.Price + p.Fee, Ref: p.ID}
 	out, err := f.cfg.Engine.Execute(&debit)
 	if err != nil {
+		return fmt.Errorf("flows: payment debit: %w", err)
+	}
+	if err := d.unsettled(&out); err != nil {
 		return fmt.Errorf("flows: payment debit: %w", err)
 	}
 	res.Account, res.Outcome = out.Result, out
@@ -467,7 +552,7 @@ func (f *Flows) recoverRedemptions() (int, error) {
 		}
 		for i := range list {
 			res := Result{Subscriber: list[i].Beneficiary}
-			if err := f.creditRedemption(&list[i], &res, false); err != nil {
+			if err := f.creditRedemption(&list[i], &res, false, driveAgain); err != nil {
 				return n, err
 			}
 			n++
@@ -487,7 +572,7 @@ func (f *Flows) recoverTransfers() (int, error) {
 		}
 		for _, tr := range list {
 			var res Result
-			if err := f.driveTransfer(tr, &res); err != nil {
+			if err := f.driveTransfer(tr, &res, driveAgain); err != nil {
 				return n, err
 			}
 			n++
@@ -507,7 +592,7 @@ func (f *Flows) recoverPayments() (int, error) {
 		}
 		for _, p := range list {
 			var res Result
-			if err := f.drivePayment(p, &res); err != nil {
+			if err := f.drivePayment(p, &res, driveAgain); err != nil {
 				return n, err
 			}
 			n++

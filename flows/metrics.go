@@ -18,6 +18,7 @@ type metrics struct {
 	redemptions map[string]prometheus.Counter
 	transfers   map[string]prometheus.Counter
 	payments    map[string]prometheus.Counter
+	redrive     redriveMetrics
 }
 
 func newMetrics(r prometheus.Registerer) *metrics {
@@ -46,6 +47,7 @@ func newMetrics(r prometheus.Registerer) *metrics {
 	m.payments = counters(r, "ocs_package_payments_total",
 		"*101# package payments by result: ok, a fixed-account refusal, debit_refused or error.",
 		append(fixedLabels, "debit_refused", labelError))
+	m.redrive = newRedriveMetrics(r)
 	return m
 }
 
@@ -119,4 +121,45 @@ func (m *metrics) paid(res *Result, err error) {
 	default:
 		inc(m.payments, "debit_refused")
 	}
+}
+
+// redriveMetrics are the re-driver's metrics, by record kind.
+type redriveMetrics struct {
+	results [kindCount]map[string]prometheus.Counter
+	stuck   [kindCount]prometheus.Gauge
+}
+
+func newRedriveMetrics(r prometheus.Registerer) redriveMetrics {
+	var m redriveMetrics
+	vec := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ocs_redrives_total",
+		Help: "Open records the re-driver finished or tried to, by kind (redemption, transfer, payment) and result: " +
+			"credited, reverted (card active again), reversed, refused, applied, cancelled, or error (left open, retried later)."},
+		[]string{"kind", "result"})
+	gauge := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ocs_redrive_open_records",
+		Help: "Records the last re-drive round found open for longer than the minimum age, by kind: " +
+			"above zero for minutes, money is half-way and an operator should look."},
+		[]string{"kind"})
+	r.MustRegister(vec, gauge)
+	for k := range kindCount {
+		m.results[k] = make(map[string]prometheus.Counter)
+		for _, l := range append(redriveResults[k], labelError) {
+			m.results[k][l] = vec.WithLabelValues(kindNames[k], l)
+		}
+		m.stuck[k] = gauge.WithLabelValues(kindNames[k])
+	}
+	return m
+}
+
+func (m *metrics) redriven(kind recordKind, result string) {
+	if m == nil {
+		return
+	}
+	inc(m.redrive.results[kind], result)
+}
+
+func (m *metrics) redriveStuck(kind recordKind, n int) {
+	if m == nil {
+		return
+	}
+	m.redrive.stuck[kind].Set(float64(n))
 }

@@ -34,6 +34,7 @@ type serveFlags struct {
 	voucherSecret string
 	guard         charging.GuardPolicy
 	transfer      charging.TransferRules
+	redrive       flows.RedriverConfig // Interval 0: no re-driver
 }
 
 func parseServeFlags(args []string) (serveFlags, error) {
@@ -59,6 +60,10 @@ func parseServeFlags(args []string) (serveFlags, error) {
 			return err
 		})
 	}
+	fs.DurationVar(&f.redrive.Interval, "redrive-interval", flows.DefaultRedriveInterval,
+		"how often open redemptions, transfers and payments are re-driven while serving (0: only at start)")
+	fs.DurationVar(&f.redrive.MinAge, "redrive-min-age", flows.DefaultRedriveMinAge,
+		"how long such a record must be open with no request driving it before it is re-driven")
 	if err := fs.Parse(args); err != nil {
 		return f, err
 	}
@@ -68,6 +73,10 @@ func parseServeFlags(args []string) (serveFlags, error) {
 		return f, errors.New("--redeem-failures-max must be positive and --redeem-window, --redeem-bar at least 1s")
 	case f.transfer.Min <= 0 || f.transfer.Max < f.transfer.Min || f.transfer.Max > charging.BalanceMax:
 		return f, errors.New("transfers need 0 < --transfer-min <= --transfer-max")
+	case f.redrive.Interval < 0 || f.redrive.MinAge < 10*time.Second:
+		// Below twice the engine's 5 s request timeout, a re-drive could
+		// overtake a leg of a live drive that timed out but still runs.
+		return f, errors.New("--redrive-interval must not be negative and --redrive-min-age must be at least 10s")
 	}
 	return f, nil
 }
@@ -150,6 +159,10 @@ func serve(args []string) error {
 	// Idempotency records older than the retention are pruned in the
 	// background, once flows have recovered (they may need old records).
 	pruner := startPruner(store, engineCfg, reg, log)
+	stopRedriver := func() {}
+	if f.redrive.Interval > 0 {
+		stopRedriver = issue3.flows.StartRedriver(f.redrive)
+	}
 	served := make(chan error, 1)
 	go func() { served <- api.Serve(ln) }()
 	log.Info("ocs ready", "listen", ln.Addr().String(), "data", f.data, "startup", time.Since(started).Round(time.Millisecond),
@@ -166,7 +179,7 @@ func serve(args []string) error {
 	case runErr = <-served:
 	}
 	pruner.Stop() // before the store closes under it
-	return shutdown(api, engine, store, log, runErr)
+	return shutdown(api, stopRedriver, engine, store, log, runErr)
 }
 
 // startPruner starts the request-record pruner; loadConfig has validated
@@ -184,6 +197,7 @@ func startPruner(store *storage.Store, e fileEngine, reg prometheus.Registerer, 
 
 // issue3 is what startFlows wires: the USSD gateway and the ops stores.
 type issue3 struct {
+	flows     *flows.Flows // its re-driver runs while serving
 	ussd      *ussd.Handler
 	ops       opsStores
 	catalogue charging.Catalogue
@@ -225,6 +239,7 @@ func startFlows(f *serveFlags, store *storage.Store, engine *actors.Engine, reg 
 	menu.Catalogue, menu.Transfer = w.catalogue, f.transfer
 	w.ussd = ussd.NewHandler(ussdEngine{fl}, ussd.Options{Menu: menu})
 	w.ops = opsStores{v: v, f: fx}
+	w.flows = fl
 	return w, nil
 }
 
@@ -242,13 +257,15 @@ func (g voucherGenerator) GenerateBatch(b httpapi.VoucherBatch, now time.Time, c
 }
 
 // shutdown stops in dependency order: no new requests, every request in
-// flight answered (durably), the engine's actors and committer, then the
-// database. Nothing acknowledged is lost at any step.
-func shutdown(api *httpapi.Server, engine *actors.Engine, store *storage.Store, log *slog.Logger, runErr error) error {
+// flight answered (durably), the re-driver (after the record it is on), the
+// engine's actors and committer, then the database. Nothing acknowledged is
+// lost at any step; a record left open is re-driven at the next start.
+func shutdown(api *httpapi.Server, stopRedriver func(), engine *actors.Engine, store *storage.Store, log *slog.Logger, runErr error) error {
 	errs := []error{runErr}
 	if err := api.Shutdown(); err != nil {
 		errs = append(errs, fmt.Errorf("http shutdown: %w", err))
 	}
+	stopRedriver()
 	if err := engine.Stop(); err != nil {
 		errs = append(errs, fmt.Errorf("engine stop: %w", err))
 	}
