@@ -3,7 +3,7 @@
 // beneficiary's credit), credit transfer (sender's debit, then receiver's
 // credit, or the sender's reversal) and the *101# package payment (payment
 // record, then the caller's debit, then the fixed account), plus the
-// recovery that finishes each after a crash.
+// recovery that finishes each after a crash or a failed leg.
 //
 // # Contracts
 //
