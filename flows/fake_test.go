@@ -107,6 +107,9 @@ type transfers struct {
 	next uint64
 	m    map[uint64]charging.Transfer
 	keys map[string]uint64
+	// afterRead, when set, runs after Begin read an existing transfer and
+	// before it returns it: a test holds a stale read there.
+	afterRead func()
 }
 
 func newTransfers() *transfers {
@@ -115,11 +118,16 @@ func newTransfers() *transfers {
 
 func (t *transfers) Begin(key string, from, to charging.SubscriberID, amount, fee charging.Amount, now time.Time) (charging.Transfer, bool, error) {
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	k := from.String() + "/" + key
 	if id, ok := t.keys[k]; ok {
-		return t.m[id], true, nil
+		tr := t.m[id]
+		t.mu.Unlock()
+		if t.afterRead != nil {
+			t.afterRead()
+		}
+		return tr, true, nil
 	}
+	defer t.mu.Unlock()
 	t.next++
 	tr := charging.Transfer{ID: t.next, From: from, To: to, Amount: amount, Fee: fee, State: charging.TransferPending, Created: now.Unix()}
 	t.m[tr.ID] = tr

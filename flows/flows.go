@@ -333,25 +333,28 @@ func (f *Flows) Transfer(key string, from, to charging.SubscriberID, amount char
 	}
 	res.Ref = tr.ID
 	k := transferKey(tr.ID)
-	if f.records.claim(k) {
-		// The re-driver drove it meanwhile: read where it stands now
-		// (Begin with the same key only reads).
-		tr, existed, err = f.cfg.Transfers.Begin(key, from, to, amount, f.cfg.Rules.Fee, f.now())
-		if err != nil {
-			f.records.release(k, true)
-			f.metrics.transferred(&res, err)
-			return res, fmt.Errorf("flows: read transfer: %w", err)
-		}
-	}
+	waited := f.records.claim(k)
 	defer f.records.release(k, true)
-	if existed && tr.State.Final() {
+	// Read the record again now that this request holds it: another
+	// driver (the re-driver, a concurrent retry) may have moved it after
+	// Begin read it, and a stale state would run a leg whose refusal was
+	// already acted on. Begin with the same key only reads.
+	fresh := !existed && !waited
+	if tr, _, err = f.cfg.Transfers.Begin(key, from, to, amount, f.cfg.Rules.Fee, f.now()); err != nil {
+		f.metrics.transferred(&res, err)
+		return res, fmt.Errorf("flows: read transfer: %w", err)
+	}
+	if tr.State.Final() {
 		err = f.answerFinished(tr, &res)
 		return res, err
 	}
-	// A retry re-drives: its legs may have run before.
-	d := driveLive
-	if existed {
-		d = driveAgain
+	// A retry re-drives: its legs may have run before. (A record this
+	// request created and found pending is driven live; another driver
+	// could have run a leg only by beginning, driving and releasing it
+	// within the microseconds between this Begin and this claim.)
+	d := driveAgain
+	if fresh && tr.State == charging.TransferPending {
+		d = driveLive
 	}
 	err = f.driveTransfer(tr, &res, d)
 	f.metrics.transferred(&res, err)

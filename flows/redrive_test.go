@@ -428,3 +428,48 @@ func TestRedriveQuietTimeRestartsWhenLiveDriveEnds(t *testing.T) {
 	require.Equal(t, 1, redrive(t, f, 2*minAge).Transfers)
 	require.Equal(t, charging.Euros(3), e.balance(bob))
 }
+
+// A retry reads the transfer (debited) while the re-driver is in its
+// credit leg, and takes the record only after the re-driver reversed it:
+// the retry must act on the record as it is when it holds it, not as it
+// read it. Acting on the stale read would run the credit again, which the
+// receiver now accepts (a refusal is not recorded), and credit a transfer
+// whose sender was paid back.
+func TestRedriveLiveRetryRereadsAfterClaim(t *testing.T) {
+	f, e, tr, _, _ := setupRedrive(t)
+	var on atomic.Bool
+	id := debitedTransfer(t, f, e, tr, &on)
+	redrive(t, f, 0)
+	inLeg, release := blockCredit(e, creditRefused)
+	redriven := make(chan error, 1)
+	go func() {
+		_, err := f.Redrive(bg, t0.Add(minAge), minAge)
+		redriven <- err
+	}()
+	<-inLeg
+	read, resume := make(chan struct{}), make(chan struct{})
+	var first atomic.Bool
+	tr.afterRead = func() {
+		if first.CompareAndSwap(false, true) {
+			close(read)
+			<-resume
+		}
+	}
+	var res Result
+	live := make(chan error, 1)
+	go func() {
+		var err error
+		res, err = f.Transfer("U/t", alice, bob, charging.Euros(2))
+		live <- err
+	}()
+	<-read // the retry holds a read of "debited"
+	close(release)
+	require.NoError(t, <-redriven)
+	require.Equal(t, charging.TransferReversed, tr.get(id).State)
+	close(resume)
+	require.NoError(t, <-live)
+	require.True(t, res.ByReceiver)
+	require.Equal(t, charging.TransferReversed, tr.get(id).State)
+	require.Equal(t, charging.Euros(1), e.balance(bob))
+	require.Equal(t, charging.Euros(10), e.balance(alice))
+}
