@@ -37,6 +37,7 @@ func (s *Store) Commit(changes []charging.Change) error {
 		return err
 	}
 	err = s.db.Apply(p.b, pebble.Sync)
+	s.recent.maybeRotate(s.db.Flush)
 	return s.finish(p, err)
 }
 
@@ -64,6 +65,7 @@ func (s *Store) Apply(changes []charging.Change) (*Pending, error) {
 	if err := s.db.ApplyNoSyncWait(p.b, pebble.Sync); err != nil {
 		return nil, s.finish(p, err)
 	}
+	s.recent.maybeRotate(s.db.Flush)
 	return p, nil
 }
 
@@ -189,6 +191,7 @@ func (s *Store) put(b *pebble.Batch, c *charging.Change) error {
 			q.Time = s.stamp
 		}
 		s.keyBuf = appendRequestKey(s.keyBuf[:0], id, c.Key)
+		s.recent.add(s.keyBuf)
 		s.buf = appendRequest(s.buf[:0], &q)
 		err = b.Set(s.keyBuf, s.buf, nil)
 	}
