@@ -15,7 +15,8 @@ const directoryShards = 256
 
 // entry is one active subscriber actor as the directory sees it.
 type entry struct {
-	pid *actor.PID
+	pid     *actor.PID
+	mailbox *mailbox // the actor's, for deliver to post to directly
 	// inflight counts messages sent to the actor and not yet answered; the
 	// sweeper passivates only at zero.
 	inflight atomic.Int32

@@ -100,6 +100,12 @@ type Engine struct {
 	sweepStop   chan struct{}
 	sweepDone   chan struct{}
 	requests    sync.Pool
+	// spawnMu serializes spawns so that the props' mailbox producer can
+	// hand the mailbox built for this spawn (spawning) to Proto.Actor and
+	// the directory keeps a typed pointer to it. Taken only inside a shard
+	// lock, never the other way round.
+	spawnMu  sync.Mutex
+	spawning *mailbox
 }
 
 // request is one command travelling to an actor and back. Pooled: the reply
@@ -166,7 +172,7 @@ func Start(cfg Config) (*Engine, error) {
 	e.dispatcher = newWorkerDispatcher(cfg.Workers, mailboxThroughput)
 	e.props = actor.PropsFromProducer(func() actor.Actor { return &subscriber{engine: e} },
 		actor.WithDispatcher(e.dispatcher),
-		actor.WithMailbox(newMailbox),
+		actor.WithMailbox(func() actor.Mailbox { return e.spawning }),
 		actor.WithSupervisor(failEngine{e}))
 	e.committer = newCommitter(e, cfg.InflightMax+directoryShards)
 	go e.committer.run()
@@ -216,9 +222,19 @@ func (e *Engine) Execute(cmd *charging.Command) (charging.Outcome, error) {
 	return r.out, r.err
 }
 
-// deliver sends req to its subscriber's actor, spawning it if needed. Spawn
-// and send happen under the shard lock, so the sweeper cannot passivate the
-// actor between them.
+// deliver sends req to its subscriber's actor, spawning it if needed. The
+// spawn and the in-flight count happen under the shard lock, so the sweeper
+// cannot passivate the actor before req is in its mailbox.
+//
+// req is posted to the actor's mailbox directly (what Proto.Actor's Send
+// does after resolving the PID) and after the shard lock is released. If
+// the mailbox was idle, the calling goroutine runs it at once instead of
+// waking a worker: the caller would only wait for its answer anyway, and
+// one goroutine hand-off less per command is what separated the engine
+// from its in-process ceiling (BENCHMARKS.md). A busy mailbox is already
+// running elsewhere and takes req in turn; after the dispatcher's
+// throughput a run yields to the worker pool, so no caller runs a hot
+// actor's queue for long.
 func (e *Engine) deliver(req *request) {
 	id := req.cmd.Subscriber
 	s := e.dir.shard(id)
@@ -226,7 +242,11 @@ func (e *Engine) deliver(req *request) {
 	en, ok := s.entries[id]
 	if !ok {
 		en = &entry{}
+		e.spawnMu.Lock()
+		e.spawning = newMailbox()
 		en.pid = e.system.Root.Spawn(e.props)
+		en.mailbox, e.spawning = e.spawning, nil
+		e.spawnMu.Unlock()
 		s.entries[id] = en
 		e.dir.active.Add(1)
 		e.metrics.activations.Inc()
@@ -234,8 +254,11 @@ func (e *Engine) deliver(req *request) {
 	en.inflight.Add(1)
 	en.lastUsed.Store(e.clock.Now().Unix())
 	req.entry = en
-	e.system.Root.Send(en.pid, req)
+	mb := en.mailbox
 	s.mu.Unlock()
+	if mb.post(req) {
+		mb.process()
+	}
 }
 
 // History returns journal entries of id, newest first; see Store.History.

@@ -33,7 +33,7 @@ type mailbox struct {
 // when it drains, so an idle actor stays small.
 const queueCapKeep = 4
 
-func newMailbox() actor.Mailbox {
+func newMailbox() *mailbox {
 	m := &mailbox{}
 	m.run = m.process
 	return m
@@ -44,6 +44,20 @@ func (m *mailbox) PostUserMessage(msg any) {
 	m.mu.Lock()
 	m.user = append(m.user, msg)
 	m.scheduleLocked()
+}
+
+// post queues a user message like PostUserMessage, but instead of handing
+// an idle mailbox to the dispatcher it marks it scheduled and returns true:
+// the caller must then run process itself.
+func (m *mailbox) post(msg any) (runHere bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.user = append(m.user, msg)
+	if m.scheduled {
+		return false
+	}
+	m.scheduled = true
+	return true
 }
 
 // PostSystemMessage implements actor.Mailbox.
