@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -220,4 +221,22 @@ type nchfAnswer struct {
 	MultipleUnitInformation []struct {
 		ResultCode string `json:"resultCode"`
 	} `json:"multipleUnitInformation"`
+}
+
+// TestServeCPUProfile: --cpuprofile writes a complete profile (pprof's
+// gzip-compressed protocol buffer, read to its end) once serve has shut
+// down in order.
+func TestServeCPUProfile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "cpu.prof")
+	s := startServerWith(t, t.TempDir(), nil, "--cpuprofile", path)
+	s.provisionSub("38344123456", "10")
+	s.stop()
+	f, err := os.Open(path)
+	require.NoError(t, err)
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	require.NoError(t, err, "a pprof profile is gzip-compressed")
+	body, err := io.ReadAll(zr)
+	require.NoError(t, err, "the profile must be complete once serve returns")
+	require.NotEmpty(t, body)
 }

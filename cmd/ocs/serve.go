@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -35,6 +36,7 @@ type serveFlags struct {
 	guard         charging.GuardPolicy
 	transfer      charging.TransferRules
 	redrive       flows.RedriverConfig // Interval 0: no re-driver
+	cpuProfile    string               // file for a CPU profile of the whole run; "" for none
 }
 
 func parseServeFlags(args []string) (serveFlags, error) {
@@ -64,6 +66,7 @@ func parseServeFlags(args []string) (serveFlags, error) {
 		"how often open redemptions, transfers and payments are re-driven while serving (0: only at start)")
 	fs.DurationVar(&f.redrive.MinAge, "redrive-min-age", flows.DefaultRedriveMinAge,
 		"how long such a record must be open with no request driving it before it is re-driven")
+	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to `file`, for go tool pprof (benchmarks)")
 	if err := fs.Parse(args); err != nil {
 		return f, err
 	}
@@ -108,6 +111,15 @@ func serve(args []string) error {
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	if f.cpuProfile != "" {
+		// Stopped when serve returns, after the orderly shutdown: a
+		// SIGKILL loses the profile, never data.
+		stop, err := startCPUProfile(f.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	cfg, engineCfg, err := loadConfig(f.config)
 	if err != nil {
 		return err
@@ -324,4 +336,20 @@ func (s engineStore) Apply(changes []charging.Change) (actors.Pending, error) {
 		return nil, err
 	}
 	return p, err
+}
+
+// startCPUProfile profiles the process into path until stop is called.
+func startCPUProfile(path string) (stop func(), err error) {
+	out, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(out); err != nil {
+		_ = out.Close()
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		_ = out.Close()
+	}, nil
 }
