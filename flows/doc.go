@@ -34,9 +34,11 @@
 // after the leg's retries, a storage error) leaves its record open. Recover
 // finishes such records at start; while serving, the re-driver (Redrive,
 // RunRedriver: redrive.go) finishes each once it has been open, with no
-// request driving it, for a minimum age (30 s by default). Live flows and
-// the re-driver never drive one record at once (redrive.go says why that
-// matters and how). A transfer is keyed by its record, not by the client's
+// request driving it, for a minimum age (30 s by default), a bounded
+// number of records a round, each round going on where the last stopped
+// (redrive.go, "Paging"). Live flows and the re-driver never drive one
+// record at once (redrive.go says why that matters and how). A transfer is
+// keyed by its record, not by the client's
 // request: a USSD gateway retry after the handler's session cache forgot
 // the session would start a second transfer.
 package flows

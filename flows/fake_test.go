@@ -1,9 +1,12 @@
 package flows
 
 import (
+	"bytes"
 	"errors"
 	"runtime"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -147,11 +150,11 @@ func (t *transfers) Advance(id uint64, next charging.TransferState) (charging.Tr
 	return tr, nil
 }
 
-func (t *transfers) Open(limit int) ([]charging.Transfer, error) {
+func (t *transfers) Open(after uint64, limit int) ([]charging.Transfer, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var out []charging.Transfer
-	for id := uint64(1); id <= t.next && len(out) < limit; id++ {
+	for id := after + 1; id <= t.next && len(out) < limit; id++ {
 		if tr := t.m[id]; !tr.State.Final() {
 			out = append(out, tr)
 		}
@@ -175,7 +178,9 @@ func newVouchers() *vouchers { return &vouchers{cards: map[charging.VoucherCode]
 
 func (v *vouchers) add(code string, value charging.Amount, expiry time.Time) {
 	c, _ := charging.ParseVoucherCode(code)
-	h := [32]byte{byte(len(v.cards) + 1)}
+	// Hashes in another order than the cards are added (97 is prime to
+	// 251), as real ones are: listings go by hash.
+	h := [32]byte{byte((len(v.cards)*97 + 1) % 251)}
 	v.cards[c] = &card{rec: charging.Voucher{Value: value, State: charging.VoucherActive, Expiry: expiry.Unix()}, hash: h}
 }
 
@@ -222,18 +227,31 @@ func (v *vouchers) Revert(h [32]byte) error {
 	return nil
 }
 
-func (v *vouchers) Pending(limit int) ([]Redemption, error) {
+// Pending lists as storage does: in hash order, after after, at most limit.
+func (v *vouchers) Pending(after *[32]byte, limit int) ([]Redemption, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	var out []Redemption
 	for _, c := range v.cards {
-		if c.pending {
+		if c.pending && (after == nil || bytes.Compare(c.hash[:], after[:]) > 0) {
 			out = append(out, Redemption{Result: charging.VoucherOK, Hash: c.hash, Value: c.rec.Value, Beneficiary: c.rec.UsedBy,
 				Credit: charging.Command{Kind: charging.KindTopUp, Channel: charging.ChannelVoucher, Key: "V/" + string(rune('a'+c.hash[0])),
 					Subscriber: c.rec.UsedBy, Amount: c.rec.Value}})
 		}
 	}
-	return out, nil
+	slices.SortFunc(out, func(a, b Redemption) int { return bytes.Compare(a.Hash[:], b.Hash[:]) })
+	return out[:min(len(out), limit)], nil
+}
+
+// ID returns the transfer ID in a leg's request key "T/<id>/…", 0 if none.
+func (t *transfers) ID(key string) uint64 {
+	rest, ok := strings.CutPrefix(key, "T/")
+	id, _, _ := strings.Cut(rest, "/")
+	n, err := strconv.ParseUint(id, 10, 64)
+	if !ok || err != nil {
+		return 0
+	}
+	return n
 }
 
 func (t *transfers) get(id uint64) charging.Transfer {
@@ -298,11 +316,11 @@ func (x *fixed) CancelPayment(id uint64) error {
 	return nil
 }
 
-func (x *fixed) PendingPayments(limit int) ([]Payment, error) {
+func (x *fixed) PendingPayments(after uint64, limit int) ([]Payment, error) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	var out []Payment
-	for id := uint64(1); id <= x.next && len(out) < limit; id++ {
+	for id := after + 1; id <= x.next && len(out) < limit; id++ {
 		if p := x.m[id]; p.Pending {
 			out = append(out, *p)
 		}

@@ -35,7 +35,9 @@ type Vouchers interface {
 	Redeem(code charging.VoucherCode, caller, beneficiary charging.SubscriberID, now time.Time) (Redemption, error)
 	Complete(hash [32]byte, seq uint64) error
 	Revert(hash [32]byte) error
-	Pending(limit int) ([]Redemption, error)
+	// Pending lists up to limit open redemptions in hash order, starting
+	// after the hash after (nil: from the first).
+	Pending(after *[32]byte, limit int) ([]Redemption, error)
 }
 
 // Transfers is the transfer record store (storage.Transfers).
@@ -44,7 +46,9 @@ type Transfers interface {
 	// key began before (existed true).
 	Begin(key string, from, to charging.SubscriberID, amount, fee charging.Amount, now time.Time) (tr charging.Transfer, existed bool, err error)
 	Advance(id uint64, next charging.TransferState) (charging.Transfer, error)
-	Open(limit int) ([]charging.Transfer, error)
+	// Open lists up to limit open transfers whose ID is above after (0:
+	// from the first), by ID.
+	Open(after uint64, limit int) ([]charging.Transfer, error)
 }
 
 // Payment is one *101# payment record (storage.FixedPayment).
@@ -65,7 +69,9 @@ type Fixed interface {
 		fee charging.Amount, now time.Time) (Payment, charging.FixedResult, error)
 	ApplyPayment(id uint64, cat *charging.Catalogue, now time.Time) (Payment, charging.FixedAccount, error)
 	CancelPayment(id uint64) error
-	PendingPayments(limit int) ([]Payment, error)
+	// PendingPayments lists up to limit pending payments whose ID is
+	// above after (0: from the first), by ID.
+	PendingPayments(after uint64, limit int) ([]Payment, error)
 }
 
 // Failpoint names, for Config.Failpoint: tests crash the process there.
@@ -101,8 +107,13 @@ type Flows struct {
 	log     *slog.Logger
 	metrics *metrics
 	records records // who drives which record now; the re-driver's view
-	// redriving serialises Redrive calls: one round at a time.
+	// pageMax is the page size of every listing Recover and Redrive read:
+	// listPageMax, smaller in tests so that a few records span pages.
+	pageMax int
+	// redriving serialises Redrive calls: one round at a time. It guards
+	// passes, where each kind's re-drive pass stands between rounds.
 	redriving sync.Mutex
+	passes    [kindCount]redrivePass
 }
 
 // ErrNotConfigured is returned by a flow whose store was not wired.
@@ -148,8 +159,10 @@ const (
 	// within a USSD gateway's 10 s.
 	legRetriesMax = 5
 	legRetryWait  = 20 * time.Millisecond
-	// recoverListMax is the page size of recovery listings.
-	recoverListMax = 1000
+	// listPageMax is the page size of the listings of open records
+	// (Recover, Redrive): one page is read into memory at once, and the
+	// stores cap a page at 10,000.
+	listPageMax = 1000
 )
 
 // New returns Flows wired by cfg. It panics without an Engine: a wiring bug.
@@ -157,7 +170,7 @@ func New(cfg Config) *Flows {
 	if cfg.Engine == nil {
 		panic("flows: Config.Engine is required")
 	}
-	f := &Flows{cfg: cfg, now: cfg.Now, log: cfg.Logger, metrics: newMetrics(cfg.Registerer)}
+	f := &Flows{cfg: cfg, now: cfg.Now, log: cfg.Logger, metrics: newMetrics(cfg.Registerer), pageMax: listPageMax}
 	f.records.init()
 	if f.now == nil {
 		f.now = time.Now
@@ -543,65 +556,90 @@ func (f *Flows) Recover() (Recovered, error) {
 	return n, err
 }
 
-// Each recovery loop pages until a short page: every record it handles
-// leaves the listing, and an error stops it, so it ends.
-
-func (f *Flows) recoverRedemptions() (int, error) {
+// recoverKind drives every record of one kind's listing, page after page,
+// each page starting after the last record of the one before, until a short
+// page. Records it finishes leave the listing, but the position does not
+// depend on that: it ends after one pass over the listing, and an error
+// stops it.
+func recoverKind[T any](f *Flows, list func(after *recordKey, limit int) ([]T, error), ident func(*T) (recordKey, string),
+	drive func(*T) error) (int, error) {
 	n := 0
+	var after *recordKey
 	for {
-		list, err := f.cfg.Vouchers.Pending(recoverListMax)
+		page, err := list(after, f.pageMax)
 		if err != nil {
-			return n, fmt.Errorf("flows: list pending vouchers: %w", err)
+			return n, err
 		}
-		for i := range list {
-			res := Result{Subscriber: list[i].Beneficiary}
-			if err := f.creditRedemption(&list[i], &res, false, driveAgain); err != nil {
+		for i := range page {
+			if err := drive(&page[i]); err != nil {
 				return n, err
 			}
 			n++
+			k, _ := ident(&page[i])
+			after = &k
 		}
-		if len(list) < recoverListMax {
+		if len(page) < f.pageMax {
 			return n, nil
 		}
 	}
+}
+
+// Listings of each kind from a position: the last record listed, or nil
+// for the first. A redemption's position is its hash, the others' their ID.
+
+func (f *Flows) listRedemptions(after *recordKey, limit int) ([]Redemption, error) {
+	var h *[32]byte
+	if after != nil {
+		h = &after.hash
+	}
+	list, err := f.cfg.Vouchers.Pending(h, limit)
+	if err != nil {
+		return list, fmt.Errorf("flows: list pending vouchers: %w", err)
+	}
+	return list, nil
+}
+
+func (f *Flows) listTransfers(after *recordKey, limit int) ([]charging.Transfer, error) {
+	var id uint64
+	if after != nil {
+		id = after.id
+	}
+	list, err := f.cfg.Transfers.Open(id, limit)
+	if err != nil {
+		return list, fmt.Errorf("flows: list open transfers: %w", err)
+	}
+	return list, nil
+}
+
+func (f *Flows) listPayments(after *recordKey, limit int) ([]Payment, error) {
+	var id uint64
+	if after != nil {
+		id = after.id
+	}
+	list, err := f.cfg.Fixed.PendingPayments(id, limit)
+	if err != nil {
+		return list, fmt.Errorf("flows: list pending payments: %w", err)
+	}
+	return list, nil
+}
+
+func (f *Flows) recoverRedemptions() (int, error) {
+	return recoverKind(f, f.listRedemptions, redemptionID, func(r *Redemption) error {
+		res := Result{Subscriber: r.Beneficiary}
+		return f.creditRedemption(r, &res, false, driveAgain)
+	})
 }
 
 func (f *Flows) recoverTransfers() (int, error) {
-	n := 0
-	for {
-		list, err := f.cfg.Transfers.Open(recoverListMax)
-		if err != nil {
-			return n, fmt.Errorf("flows: list open transfers: %w", err)
-		}
-		for _, tr := range list {
-			var res Result
-			if err := f.driveTransfer(tr, &res, driveAgain); err != nil {
-				return n, err
-			}
-			n++
-		}
-		if len(list) < recoverListMax {
-			return n, nil
-		}
-	}
+	return recoverKind(f, f.listTransfers, transferID, func(tr *charging.Transfer) error {
+		var res Result
+		return f.driveTransfer(*tr, &res, driveAgain)
+	})
 }
 
 func (f *Flows) recoverPayments() (int, error) {
-	n := 0
-	for {
-		list, err := f.cfg.Fixed.PendingPayments(recoverListMax)
-		if err != nil {
-			return n, fmt.Errorf("flows: list pending payments: %w", err)
-		}
-		for _, p := range list {
-			var res Result
-			if err := f.drivePayment(p, &res, driveAgain); err != nil {
-				return n, err
-			}
-			n++
-		}
-		if len(list) < recoverListMax {
-			return n, nil
-		}
-	}
+	return recoverKind(f, f.listPayments, paymentID, func(p *Payment) error {
+		var res Result
+		return f.drivePayment(*p, &res, driveAgain)
+	})
 }

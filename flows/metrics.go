@@ -136,7 +136,7 @@ func newRedriveMetrics(r prometheus.Registerer) redriveMetrics {
 			"credited, reverted (card active again), reversed, refused, applied, cancelled, or error (left open, retried later)."},
 		[]string{"kind", "result"})
 	gauge := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ocs_redrive_open_records",
-		Help: "Records the last re-drive round found open for longer than the minimum age, by kind: " +
+		Help: "Records the last complete re-drive pass found open for longer than the minimum age (or the pass under way, if more), by kind: " +
 			"above zero for minutes, money is half-way and an operator should look."},
 		[]string{"kind"})
 	r.MustRegister(vec, gauge)

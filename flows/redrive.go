@@ -31,12 +31,22 @@ package flows
 // transfer's Created says nothing about a client retry driving it now.
 // Quiet time measured here is the stricter test, at the cost of one
 // interval more before the first re-drive.
+//
+// # Paging
+//
+// The listings take a position (the last hash or ID listed) and return
+// pages in key order. A round lists at most RoundMax records of each kind
+// and the next round goes on after the last one listed (redrivePass), so a
+// backlog of records that keep failing never hides the records behind it,
+// and a round stays bounded however large the backlog. A pass over the
+// whole listing re-drives each record at most once; a record opened behind
+// the position waits for the next pass. Recover pages the same way, to the
+// end, in one call.
 
 import (
 	"context"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"strconv"
 	"sync"
 	"time"
@@ -58,11 +68,14 @@ const (
 	// keeps failing (a reversal refused, a fixed account deleted): it is
 	// retried, logged and counted every 10 minutes, not every round.
 	redriveBackoffMax = 10 * time.Minute
-	// redriveListMax is one round's page per kind. The listings have no
-	// cursor, so records beyond the first page wait for the page to clear;
-	// more than 1000 open records at once means the engine is failing, and
-	// the metrics say so.
-	redriveListMax = 1000
+	// DefaultRedriveRoundMax bounds the records one round lists per kind:
+	// a backlog larger than that is gone through over several rounds, each
+	// going on where the one before stopped, so a round stays well within
+	// its interval (listing is a read of an index and a record; a re-drive
+	// is a few engine commands) and no record waits behind a backlog of
+	// records that keep failing. More than 10,000 open records of a kind
+	// means the engine is failing, and the metrics say so.
+	DefaultRedriveRoundMax = 10_000
 )
 
 // RedriverConfig configures RunRedriver.
@@ -72,6 +85,9 @@ type RedriverConfig struct {
 	// MinAge is how long a record must be open and quiet before it is
 	// re-driven; zero or negative: DefaultRedriveMinAge.
 	MinAge time.Duration
+	// RoundMax bounds the records of each kind one round lists (and so
+	// re-drives); zero or negative: DefaultRedriveRoundMax.
+	RoundMax int
 }
 
 func (c RedriverConfig) withDefaults() RedriverConfig {
@@ -81,7 +97,23 @@ func (c RedriverConfig) withDefaults() RedriverConfig {
 	if c.MinAge <= 0 {
 		c.MinAge = DefaultRedriveMinAge
 	}
+	if c.RoundMax <= 0 {
+		c.RoundMax = DefaultRedriveRoundMax
+	}
 	return c
+}
+
+// redrivePass is where the re-driver stands in one kind's listing. A pass
+// goes once through the whole listing in key order (hash, or ID), in as
+// many rounds as RoundMax takes, each round starting after the last record
+// the one before listed; at the end of the listing the next round starts a
+// new pass from the first record. So every open record is listed once a
+// pass, whatever lies before it. Guarded by Flows.redriving.
+type redrivePass struct {
+	after    recordKey // the last record listed; valid if started
+	started  bool      // false: the next round lists from the first record
+	stuck    int       // records open past the minimum age, this pass so far
+	stuckEnd int       // the same, at the end of the last complete pass
 }
 
 // recordKind names a kind of durable record; it labels the metrics.
@@ -204,8 +236,9 @@ func (r *records) failed(k recordKey, now time.Time, minAge time.Duration) int {
 	return q.attempts
 }
 
-// prune forgets records of kind not listed this round (finished, or off
-// the page) and clears the listed marks for the next round.
+// prune forgets records of kind not listed this pass (finished, or
+// finished and listed no more) and clears the listed marks for the next
+// pass.
 func (r *records) prune(kind recordKind) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -224,70 +257,112 @@ func (r *records) prune(kind recordKind) {
 // Redrive re-drives, once, every open redemption, transfer and payment
 // that has been open and quiet (no live drive) for at least minAge at now,
 // each from its record's state with the same request keys. A record seen
-// for the first time starts its quiet time, so a record needs two calls
-// minAge apart. It returns how many records it finished; a record whose
+// for the first time starts its quiet time, so a record needs two passes
+// minAge apart. A call lists at most roundMax records of each kind (zero
+// or negative: DefaultRedriveRoundMax), going on where the call before
+// stopped (redrivePass), so with more open records than that a pass takes
+// several calls. It returns how many records it finished; a record whose
 // re-drive fails is logged, counted and retried later with back-off, and
-// does not stop the round. The error reports listings that failed. Stops
+// does not stop the round. The error reports listings that failed: that
+// kind stops for this call and the next goes on from the same place. Stops
 // between records when ctx is done. Calls are serialised.
-func (f *Flows) Redrive(ctx context.Context, now time.Time, minAge time.Duration) (Recovered, error) {
+func (f *Flows) Redrive(ctx context.Context, now time.Time, minAge time.Duration, roundMax int) (Recovered, error) {
 	f.redriving.Lock()
 	defer f.redriving.Unlock()
+	if roundMax <= 0 {
+		roundMax = DefaultRedriveRoundMax
+	}
+	r := redriveRound{ctx: ctx, f: f, now: now, minAge: minAge, roundMax: roundMax}
 	var n Recovered
 	var errs []error
+	var err error
 	if f.cfg.Vouchers != nil {
-		list, err := f.cfg.Vouchers.Pending(redriveListMax)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("flows: list pending vouchers: %w", err))
-		} else {
-			n.Redemptions = redriveEach(ctx, f, now, minAge, kindRedemption, list, redemptionID, f.redriveRedemption)
-		}
+		n.Redemptions, err = redriveKind(&r, kindRedemption, f.listRedemptions, redemptionID, f.redriveRedemption)
+		errs = append(errs, err)
 	}
 	if f.cfg.Transfers != nil {
-		list, err := f.cfg.Transfers.Open(redriveListMax)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("flows: list open transfers: %w", err))
-		} else {
-			n.Transfers = redriveEach(ctx, f, now, minAge, kindTransfer, list, transferID, f.redriveTransfer)
-		}
+		n.Transfers, err = redriveKind(&r, kindTransfer, f.listTransfers, transferID, f.redriveTransfer)
+		errs = append(errs, err)
 	}
 	if f.cfg.Fixed != nil {
-		list, err := f.cfg.Fixed.PendingPayments(redriveListMax)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("flows: list pending payments: %w", err))
-		} else {
-			n.Payments = redriveEach(ctx, f, now, minAge, kindPayment, list, paymentID, f.redrivePayment)
-		}
+		n.Payments, err = redriveKind(&r, kindPayment, f.listPayments, paymentID, f.redrivePayment)
+		errs = append(errs, err)
 	}
 	return n, errors.Join(errs...)
 }
 
-// redriveEach re-drives the quiet records of list, one at a time, and
-// returns how many it finished. ident names a record (its key, and its id
-// for the log); drive re-drives it and names the result.
-func redriveEach[T any](ctx context.Context, f *Flows, now time.Time, minAge time.Duration, kind recordKind, list []T,
+// redriveRound is one Redrive call's parameters.
+type redriveRound struct {
+	ctx      context.Context
+	f        *Flows
+	now      time.Time
+	minAge   time.Duration
+	roundMax int
+}
+
+// redriveKind goes on with kind's pass: it lists pages from where the pass
+// stands, re-drives each page's quiet records, and stops at the end of the
+// listing (the pass is complete: the next call starts a new one), after
+// roundMax records, at a listing error or when ctx is done. It returns how
+// many records it finished.
+func redriveKind[T any](r *redriveRound, kind recordKind, list func(after *recordKey, limit int) ([]T, error),
+	ident func(*T) (recordKey, string), drive func(*T) (string, error)) (int, error) {
+	f, p := r.f, &r.f.passes[kind]
+	done, listed := 0, 0
+	for listed < r.roundMax && r.ctx.Err() == nil {
+		limit := min(f.pageMax, r.roundMax-listed)
+		var after *recordKey
+		if p.started {
+			after = &p.after
+		}
+		page, err := list(after, limit)
+		if err != nil {
+			f.metrics.redriveStuck(kind, max(p.stuck, p.stuckEnd))
+			return done, err
+		}
+		listed += len(page)
+		done += redriveEach(r, kind, p, page, ident, drive)
+		if len(page) < limit && r.ctx.Err() == nil {
+			// The end of the listing: records not listed in this pass are
+			// finished, and the count of stuck ones is complete.
+			f.records.prune(kind)
+			p.stuckEnd, p.stuck, p.started = p.stuck, 0, false
+			f.metrics.redriveStuck(kind, p.stuckEnd)
+			return done, nil
+		}
+	}
+	// Mid-pass: the gauge shows the larger of the last pass's count and
+	// this one's so far, so a growing backlog shows before the pass ends.
+	f.metrics.redriveStuck(kind, max(p.stuck, p.stuckEnd))
+	return done, nil
+}
+
+// redriveEach re-drives the quiet records of list, one at a time, moves
+// the pass past each record it looked at, and returns how many it
+// finished. ident names a record (its key, and its id for the log); drive
+// re-drives it and names the result.
+func redriveEach[T any](r *redriveRound, kind recordKind, p *redrivePass, list []T,
 	ident func(*T) (recordKey, string), drive func(*T) (string, error)) int {
-	done, stuck := 0, 0
-	defer func() {
-		f.records.prune(kind)
-		f.metrics.redriveStuck(kind, stuck)
-	}()
+	f := r.f
+	done := 0
 	for i := range list {
-		if ctx.Err() != nil {
+		if r.ctx.Err() != nil {
 			return done
 		}
 		k, id := ident(&list[i])
-		take, old := f.records.tryRedrive(k, now, minAge)
+		p.after, p.started = k, true
+		take, old := f.records.tryRedrive(k, r.now, r.minAge)
 		if !take {
 			if old {
-				stuck++ // held by a live drive, or backing off
+				p.stuck++ // held by a live drive, or backing off
 			}
 			continue
 		}
 		result, err := drive(&list[i])
 		f.metrics.redriven(kind, result)
 		if err != nil {
-			stuck++
-			attempts := f.records.failed(k, now, minAge)
+			p.stuck++
+			attempts := f.records.failed(k, r.now, r.minAge)
 			f.records.release(k, false)
 			f.log.Warn("re-drive of an open record failed; retried later", "kind", kindNames[kind], "id", id,
 				"attempts", attempts, "err", err)
@@ -385,7 +460,7 @@ func (f *Flows) RunRedriver(ctx context.Context, cfg RedriverConfig) {
 			return
 		case <-t.C:
 		}
-		if _, err := f.Redrive(ctx, f.now(), cfg.MinAge); err != nil {
+		if _, err := f.Redrive(ctx, f.now(), cfg.MinAge, cfg.RoundMax); err != nil {
 			f.log.Warn("re-drive: listing open records failed; next round retries", "err", err)
 		}
 	}

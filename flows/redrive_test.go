@@ -2,6 +2,9 @@ package flows
 
 import (
 	"context"
+	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -27,7 +30,7 @@ func setupRedrive(t *testing.T) (*Flows, *engine, *transfers, *vouchers, *fixed)
 // redrive runs one round at t0+at and returns what it finished.
 func redrive(t *testing.T, f *Flows, at time.Duration) Recovered {
 	t.Helper()
-	n, err := f.Redrive(bg, t0.Add(at), minAge)
+	n, err := f.Redrive(bg, t0.Add(at), minAge, 0)
 	require.NoError(t, err)
 	return n
 }
@@ -290,7 +293,7 @@ func TestRedriveHoldsRecordLiveRetryWaits(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		n, redriveErr = f.Redrive(bg, t0.Add(minAge), minAge)
+		n, redriveErr = f.Redrive(bg, t0.Add(minAge), minAge, 0)
 	}()
 	<-inLeg
 	var res Result
@@ -359,7 +362,7 @@ func TestRedriveRacesLiveRetry(t *testing.T) {
 		var n Recovered
 		var res Result
 		var errRedrive, errLive error
-		wg.Go(func() { n, errRedrive = f.Redrive(bg, t0.Add(minAge), minAge) })
+		wg.Go(func() { n, errRedrive = f.Redrive(bg, t0.Add(minAge), minAge, 0) })
 		wg.Go(func() { res, errLive = f.Transfer("U/t", alice, bob, charging.Euros(2)) })
 		wg.Wait()
 		require.NoError(t, errRedrive)
@@ -400,7 +403,7 @@ func TestRedriveStopsWhenCancelled(t *testing.T) {
 	redrive(t, f, 0)
 	ctx, cancel := context.WithCancel(bg)
 	cancel()
-	n, err := f.Redrive(ctx, t0.Add(minAge), minAge)
+	n, err := f.Redrive(ctx, t0.Add(minAge), minAge, 0)
 	require.NoError(t, err)
 	require.Zero(t, n)
 	require.True(t, v.card(code).pending)
@@ -443,7 +446,7 @@ func TestRedriveLiveRetryRereadsAfterClaim(t *testing.T) {
 	inLeg, release := blockCredit(e, creditRefused)
 	redriven := make(chan error, 1)
 	go func() {
-		_, err := f.Redrive(bg, t0.Add(minAge), minAge)
+		_, err := f.Redrive(bg, t0.Add(minAge), minAge, 0)
 		redriven <- err
 	}()
 	<-inLeg
@@ -472,4 +475,166 @@ func TestRedriveLiveRetryRereadsAfterClaim(t *testing.T) {
 	require.Equal(t, charging.TransferReversed, tr.get(id).State)
 	require.Equal(t, charging.Euros(1), e.balance(bob))
 	require.Equal(t, charging.Euros(10), e.balance(alice))
+}
+
+// backlog holds n open records of each kind, made by live flows whose
+// second leg failed with an engine error: cards used and not credited,
+// transfers debited and not credited, payments begun and not debited.
+// Once the engine is back it counts the mutating commands run per request
+// key.
+type backlog struct {
+	on    atomic.Bool // the legs fail
+	mu    sync.Mutex
+	calls map[string]int // per key, while !on
+}
+
+func newBacklog(t *testing.T, f *Flows, e *engine, v *vouchers, n int) *backlog {
+	b := &backlog{calls: map[string]int{}}
+	b.on.Store(true)
+	e.setBalance(alice, charging.Euros(500))
+	e.intercept = func(cmd *charging.Command) (charging.Outcome, error, bool) {
+		failing := cmd.Channel == charging.ChannelVoucher || strings.HasPrefix(cmd.Key, "P/") ||
+			(strings.HasPrefix(cmd.Key, "T/") && strings.HasSuffix(cmd.Key, "/c"))
+		if b.on.Load() {
+			if failing {
+				return charging.Outcome{}, errEngine, true
+			}
+		} else if cmd.Kind.Mutates() {
+			b.mu.Lock()
+			b.calls[cmd.Key]++
+			b.mu.Unlock()
+		}
+		return charging.Outcome{}, nil, false
+	}
+	for i := range n {
+		code := fmt.Sprintf("%016d", 5_000_000_000_000_000+i)
+		v.add(code, charging.Euros(5), t0.Add(time.Hour))
+		c, _ := charging.ParseVoucherCode(code)
+		_, err := f.Redeem(alice, alice, c)
+		require.ErrorIs(t, err, errEngine)
+		_, err = f.Transfer("U/"+strconv.Itoa(i), alice, bob, charging.Euros(1))
+		require.ErrorIs(t, err, errEngine)
+		_, err = f.PayPackage(alice, charging.PackagePPVKredit, "user1")
+		require.ErrorIs(t, err, errEngine)
+	}
+	b.on.Store(false)
+	return b
+}
+
+// open counts the open records of each kind.
+func open(t *testing.T, f *Flows) Recovered {
+	t.Helper()
+	v, err := f.cfg.Vouchers.Pending(nil, 1000)
+	require.NoError(t, err)
+	tr, err := f.cfg.Transfers.Open(0, 1000)
+	require.NoError(t, err)
+	p, err := f.cfg.Fixed.PendingPayments(0, 1000)
+	require.NoError(t, err)
+	return Recovered{Redemptions: len(v), Transfers: len(tr), Payments: len(p)}
+}
+
+// onceEach asserts that each record's re-driven leg ran exactly once.
+func (b *backlog) onceEach(t *testing.T, n int) {
+	t.Helper()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	cards := 0
+	for k, c := range b.calls {
+		if strings.HasPrefix(k, "V/") {
+			cards++
+			require.Equal(t, 1, c, "credit %s", k)
+		}
+	}
+	require.Equal(t, n, cards)
+	for id := 1; id <= n; id++ {
+		require.Equal(t, 1, b.calls["T/"+strconv.Itoa(id)+"/c"], "transfer %d", id)
+		require.Equal(t, 1, b.calls["P/"+strconv.Itoa(id)], "payment %d", id)
+	}
+}
+
+// A backlog of more records than a page and than a round's bound: each
+// round lists at most RoundMax records of a kind and the next goes on
+// where it stopped, so one pass sees every record, the next re-drives
+// every one, and each is re-driven once.
+func TestRedrivePagesThroughBacklogOnce(t *testing.T) {
+	f, e, _, v, _ := setupRedrive(t)
+	f.pageMax = 2
+	const n, roundMax = 11, 4
+	b := newBacklog(t, f, e, v, n)
+	require.Equal(t, Recovered{n, n, n}, open(t, f))
+	round := func(at time.Duration) Recovered {
+		t.Helper()
+		r, err := f.Redrive(bg, t0.Add(at), minAge, roundMax)
+		require.NoError(t, err)
+		return r
+	}
+	// The first pass takes three rounds (4 + 4 + 3 records) and starts
+	// every record's quiet time.
+	for i := range 3 {
+		require.Zero(t, round(time.Duration(i)*time.Second))
+	}
+	// The second pass re-drives them all, at most roundMax a round.
+	require.Equal(t, Recovered{4, 4, 4}, round(minAge))
+	require.Equal(t, Recovered{4, 4, 4}, round(minAge+time.Second))
+	require.Equal(t, Recovered{3, 3, 3}, round(minAge+2*time.Second))
+	require.Equal(t, Recovered{}, open(t, f))
+	b.onceEach(t, n)
+	require.Equal(t, charging.Euros(1)+n*charging.Euros(1), e.balance(bob))
+	for k := range kindCount {
+		require.Equal(t, float64(n), redriven(f, k, redriveResults[k][0]), kindNames[k])
+	}
+	require.Zero(t, round(2*minAge))
+}
+
+// Records that keep failing, more of them than a round lists, come first
+// in the listing: the records after them are still re-driven (a listing
+// that always started from the first record would never reach them).
+func TestRedriveBacklogOfFailuresStarvesNothing(t *testing.T) {
+	f, e, tr, _, _ := setupRedrive(t)
+	f.pageMax = 2
+	const failing, healthy, roundMax = 6, 3, 4
+	var on atomic.Bool
+	on.Store(true)
+	e.setBalance(alice, charging.Euros(500))
+	e.intercept = func(cmd *charging.Command) (charging.Outcome, error, bool) {
+		if strings.HasSuffix(cmd.Key, "/c") && (on.Load() || tr.ID(cmd.Key) <= failing) {
+			return charging.Outcome{}, errEngine, true
+		}
+		return charging.Outcome{}, nil, false
+	}
+	for i := range failing + healthy {
+		_, err := f.Transfer("U/"+strconv.Itoa(i), alice, bob, charging.Euros(1))
+		require.ErrorIs(t, err, errEngine)
+	}
+	on.Store(false)
+	done := 0
+	for at := time.Duration(0); at <= 2*minAge; at += 10 * time.Second {
+		r, err := f.Redrive(bg, t0.Add(at), minAge, roundMax)
+		require.NoError(t, err)
+		require.LessOrEqual(t, r.Transfers, roundMax)
+		done += r.Transfers
+	}
+	require.Equal(t, healthy, done)
+	for id := uint64(1); id <= failing+healthy; id++ {
+		want := charging.TransferCredited
+		if id <= failing {
+			want = charging.TransferDebited
+		}
+		require.Equal(t, want, tr.get(id).State, "transfer %d", id)
+	}
+	require.Equal(t, charging.Euros(1)+healthy*charging.Euros(1), e.balance(bob))
+	require.Equal(t, float64(failing), gauge(f.metrics.redrive.stuck[kindTransfer]), "counted over the whole pass")
+}
+
+// Recover sees every open record, page after page, and drives each once.
+func TestRecoverPagesThroughEveryRecord(t *testing.T) {
+	f, e, _, v, _ := setupRedrive(t)
+	f.pageMax = 2
+	const n = 7
+	b := newBacklog(t, f, e, v, n)
+	got, err := f.Recover()
+	require.NoError(t, err)
+	require.Equal(t, Recovered{n, n, n}, got)
+	require.Equal(t, Recovered{}, open(t, f))
+	b.onceEach(t, n)
 }

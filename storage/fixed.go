@@ -28,6 +28,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"sync"
 	"time"
@@ -295,10 +296,15 @@ func (f *Fixed) CancelPayment(id uint64) error {
 // PaymentListMax bounds one PendingPayments call.
 const PaymentListMax = 10_000
 
-// PendingPayments lists up to limit pending payments, oldest first.
-func (f *Fixed) PendingPayments(limit int) ([]FixedPayment, error) {
+// PendingPayments lists up to limit pending payments whose ID is above
+// after (0: from the first; IDs start at 1), oldest first. A caller pages
+// with the last ID of a page as the next after.
+func (f *Fixed) PendingPayments(after uint64, limit int) ([]FixedPayment, error) {
 	limit = min(max(limit, 0), PaymentListMax)
-	it, err := f.db.NewIter(&pebble.IterOptions{LowerBound: tableStart(tagFixedPayOpen), UpperBound: tableStart(tagFixedPayOpen + 1)})
+	if after == math.MaxUint64 {
+		return nil, nil
+	}
+	it, err := f.db.NewIter(&pebble.IterOptions{LowerBound: idKey(tagFixedPayOpen, after+1), UpperBound: tableStart(tagFixedPayOpen + 1)})
 	if err != nil {
 		return nil, fmt.Errorf("storage: list payments: %w", err)
 	}

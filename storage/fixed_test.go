@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"math"
 	"testing"
 	"time"
 
@@ -60,7 +61,7 @@ func TestFixedAccountsAndPayments(t *testing.T) {
 	defer s.Close()
 	f, err = NewFixed(s)
 	require.NoError(t, err)
-	pending, err := f.PendingPayments(10)
+	pending, err := f.PendingPayments(0, 10)
 	require.NoError(t, err)
 	require.Equal(t, []FixedPayment{p}, pending)
 	p2, a2, err := f.ApplyPayment(p.ID, &cat, now)
@@ -71,7 +72,7 @@ func TestFixedAccountsAndPayments(t *testing.T) {
 	_, a3, err := f.ApplyPayment(p.ID, &cat, now)
 	require.NoError(t, err)
 	require.Equal(t, a2, a3)
-	pending, err = f.PendingPayments(10)
+	pending, err = f.PendingPayments(0, 10)
 	require.NoError(t, err)
 	require.Empty(t, pending)
 	require.ErrorIs(t, f.CancelPayment(p.ID), ErrPaymentState)
@@ -86,6 +87,53 @@ func TestFixedAccountsAndPayments(t *testing.T) {
 	_, r, err = f.BeginPayment(caller, "arber", charging.PackageInternetPako2, &cat, charging.USSDPaymentFee, next)
 	require.NoError(t, err)
 	require.Equal(t, charging.FixedOK, r)
+}
+
+func TestFixedPendingPaymentsPagesAfterID(t *testing.T) {
+	s, err := Open("", Options{FS: vfs.NewMem()})
+	require.NoError(t, err)
+	defer s.Close()
+	f, err := NewFixed(s)
+	require.NoError(t, err)
+	cat := charging.DemoCatalogue()
+	require.NoError(t, f.Put(&charging.FixedAccount{ID: "arber", Kind: charging.FixedInternet, Package: charging.PackageInternetPako2}))
+	now := time.Date(2026, 1, 31, 10, 0, 0, 0, time.UTC)
+	var want []uint64
+	for i := range 23 {
+		// One payment a month per caller: a caller each.
+		p, r, err := f.BeginPayment(38344000001+charging.SubscriberID(i), "arber", charging.PackageInternetPako2, &cat,
+			charging.USSDPaymentFee, now)
+		require.NoError(t, err)
+		require.Equal(t, charging.FixedOK, r)
+		switch i % 3 {
+		case 0: // final: not listed
+			require.NoError(t, f.CancelPayment(p.ID))
+		case 1:
+			_, _, err = f.ApplyPayment(p.ID, &cat, now)
+			require.NoError(t, err)
+		default:
+			want = append(want, p.ID)
+		}
+	}
+	pending := func(after *uint64, limit int) ([]FixedPayment, error) {
+		if after == nil {
+			return f.PendingPayments(0, limit)
+		}
+		return f.PendingPayments(*after, limit)
+	}
+	id := func(p *FixedPayment) uint64 { return p.ID }
+	for _, limit := range []int{1, 4, len(want), 100} {
+		require.Equal(t, want, pageAll(t, limit, pending, id, lessID), "limit %d", limit)
+	}
+	page, err := f.PendingPayments(want[0], 1) // after is exclusive
+	require.NoError(t, err)
+	require.Equal(t, want[1], page[0].ID)
+	page, err = f.PendingPayments(want[len(want)-1], 10)
+	require.NoError(t, err)
+	require.Empty(t, page)
+	page, err = f.PendingPayments(math.MaxUint64, 10)
+	require.NoError(t, err)
+	require.Empty(t, page)
 }
 
 func TestFixedPaymentOncePerMonthConcurrent(t *testing.T) {

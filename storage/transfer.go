@@ -34,6 +34,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"time"
 
@@ -200,11 +201,16 @@ func (t *Transfers) Advance(id uint64, next charging.TransferState) (charging.Tr
 // TransferListMax bounds one Open call.
 const TransferListMax = 10_000
 
-// Open lists up to limit transfers not in a final state, oldest first:
-// recovery re-drives each (step 5).
-func (t *Transfers) Open(limit int) ([]charging.Transfer, error) {
+// Open lists up to limit transfers not in a final state whose ID is above
+// after (0: from the first; IDs start at 1), oldest first: recovery
+// re-drives each (step 5). A caller pages with the last ID of a page as the
+// next after.
+func (t *Transfers) Open(after uint64, limit int) ([]charging.Transfer, error) {
 	limit = min(max(limit, 0), TransferListMax)
-	it, err := t.db.NewIter(&pebble.IterOptions{LowerBound: tableStart(tagTransferOpen), UpperBound: tableStart(tagTransferOpen + 1)})
+	if after == math.MaxUint64 {
+		return nil, nil
+	}
+	it, err := t.db.NewIter(&pebble.IterOptions{LowerBound: idKey(tagTransferOpen, after+1), UpperBound: tableStart(tagTransferOpen + 1)})
 	if err != nil {
 		return nil, fmt.Errorf("storage: list open transfers: %w", err)
 	}

@@ -1,6 +1,8 @@
 package storage
 
 import (
+	"math"
+	"strconv"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -81,13 +83,13 @@ func TestTransferCrashAtEveryStepConservesMoney(t *testing.T) {
 			ts, err = NewTransfers(s)
 			require.NoError(t, err)
 			for range 2 {
-				open, err := ts.Open(10)
+				open, err := ts.Open(0, 10)
 				require.NoError(t, err)
 				for _, o := range open {
 					drive(t, ts, l, o, -1)
 				}
 			}
-			open, err := ts.Open(10)
+			open, err := ts.Open(0, 10)
 			require.NoError(t, err)
 			require.Empty(t, open)
 			got, err := ts.Get(tr.ID)
@@ -171,4 +173,83 @@ func FuzzDecodeTransfer(f *testing.F) {
 			require.Equal(t, v, appendTransfer(nil, &got))
 		}
 	})
+}
+
+// pageAll pages through a listing with limit records a page, each page
+// starting after the last key of the one before, until a short page, and
+// returns the keys in the order listed. It checks that every page is in
+// strictly increasing key order and never longer than limit.
+func pageAll[T any, K any](t *testing.T, limit int, list func(after *K, limit int) ([]T, error), key func(*T) K,
+	less func(a, b K) bool) []K {
+	t.Helper()
+	var keys []K
+	var after *K
+	for pages := 0; ; pages++ {
+		require.Less(t, pages, 1000, "paging does not end")
+		page, err := list(after, limit)
+		require.NoError(t, err)
+		require.LessOrEqual(t, len(page), limit)
+		for i := range page {
+			k := key(&page[i])
+			if after != nil {
+				require.True(t, less(*after, k), "a page starts after its key, in key order")
+			}
+			keys = append(keys, k)
+			after = &k
+		}
+		if len(page) < limit {
+			return keys
+		}
+	}
+}
+
+func lessID(a, b uint64) bool { return a < b }
+
+func TestTransferOpenPagesAfterID(t *testing.T) {
+	s, err := Open("", Options{FS: vfs.NewMem()})
+	require.NoError(t, err)
+	defer s.Close()
+	ts, err := NewTransfers(s)
+	require.NoError(t, err)
+	const a, b charging.SubscriberID = 38344000001, 38344000002
+	var want, refused []uint64
+	for i := range 23 {
+		tr, _, err := ts.Begin("k"+strconv.Itoa(i), a, b, charging.Euros(1), 0, vchNow)
+		require.NoError(t, err)
+		switch i % 3 {
+		case 0: // final: not listed
+			_, err = ts.Advance(tr.ID, charging.TransferRefused)
+			require.NoError(t, err)
+			refused = append(refused, tr.ID)
+		case 1:
+			_, err = ts.Advance(tr.ID, charging.TransferDebited)
+			require.NoError(t, err)
+			want = append(want, tr.ID)
+		default:
+			want = append(want, tr.ID)
+		}
+	}
+	open := func(after *uint64, limit int) ([]charging.Transfer, error) {
+		if after == nil {
+			return ts.Open(0, limit)
+		}
+		return ts.Open(*after, limit)
+	}
+	id := func(tr *charging.Transfer) uint64 { return tr.ID }
+	for _, limit := range []int{1, 4, len(want), 100} {
+		require.Equal(t, want, pageAll(t, limit, open, id, lessID), "limit %d", limit)
+	}
+	// after is exclusive, need not be open itself, and may be past the end.
+	page, err := ts.Open(want[2], 2)
+	require.NoError(t, err)
+	require.Equal(t, []uint64{want[3], want[4]}, []uint64{page[0].ID, page[1].ID})
+	page, err = ts.Open(refused[1], 1)
+	require.NoError(t, err)
+	require.Equal(t, refused[1]+1, page[0].ID)
+	page, err = ts.Open(want[len(want)-1], 10)
+	require.NoError(t, err)
+	require.Empty(t, page)
+	page, err = ts.Open(math.MaxUint64, 10)
+	require.NoError(t, err)
+	require.Empty(t, page)
 }

@@ -478,10 +478,18 @@ func (v *Vouchers) Revert(h VoucherHash) error {
 }
 
 // Pending lists up to limit (≤ VoucherListMax) redemptions whose credit is
-// not confirmed: step 4 of the protocol re-drives each with Command().
-func (v *Vouchers) Pending(limit int) ([]Redemption, error) {
+// not confirmed, in hash order, starting after the hash after (nil: from
+// the first): step 4 of the protocol re-drives each with Command(). A
+// caller pages with the last hash of a page as the next after; a marker
+// written behind that point meanwhile shows on the next pass.
+func (v *Vouchers) Pending(after *VoucherHash, limit int) ([]Redemption, error) {
 	limit = min(max(limit, 0), VoucherListMax)
-	it, err := v.db.NewIter(&pebble.IterOptions{LowerBound: tableStart(tagVoucherPending), UpperBound: tableStart(tagVoucherPending + 1)})
+	lower := tableStart(tagVoucherPending)
+	if after != nil {
+		// The smallest key above after's marker: after itself is excluded.
+		lower = append(voucherPendingKey(nil, after), 0)
+	}
+	it, err := v.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: tableStart(tagVoucherPending + 1)})
 	if err != nil {
 		return nil, fmt.Errorf("storage: list pending vouchers: %w", err)
 	}

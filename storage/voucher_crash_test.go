@@ -41,7 +41,7 @@ func TestRedemptionMarkIsDurableWithTheCredit(t *testing.T) {
 	_, rec, err := v2.BySerial(rows[0].serial)
 	require.NoError(t, err)
 	require.Equal(t, charging.VoucherUsed, rec.State, "the synced write after the mark made it durable")
-	pending, err := v2.Pending(10)
+	pending, err := v2.Pending(nil, 10)
 	require.NoError(t, err)
 	pendingOf := map[VoucherHash]bool{}
 	for _, p := range pending {

@@ -170,13 +170,13 @@ func TestVoucherRedeemLifecycle(t *testing.T) {
 	require.NoError(t, s.Close())
 	s, v = vchOpen(t, dir, nil)
 	defer s.Close()
-	p, err := v.Pending(10)
+	p, err := v.Pending(nil, 10)
 	require.NoError(t, err)
 	require.Len(t, p, 1)
 	require.Equal(t, r.Hash, p[0].Hash)
 	require.Equal(t, r.Command(), p[0].Command(), "a re-driven credit carries the same request key")
 	require.NoError(t, v.Complete(r.Hash, 9))
-	p, err = v.Pending(10)
+	p, err = v.Pending(nil, 10)
 	require.NoError(t, err)
 	require.Empty(t, p)
 	_, rec, err := v.BySerial(rows[0].serial)
@@ -260,9 +260,62 @@ func TestVoucherConcurrentRedeemExactlyOne(t *testing.T) {
 		}
 		require.Equal(t, 1, wins)
 	}
-	p, err := v.Pending(100)
+	p, err := v.Pending(nil, 100)
 	require.NoError(t, err)
 	require.Len(t, p, len(rows), "one pending credit per card")
+}
+
+// Pending pages through the markers in hash order, each page after the
+// last hash of the one before: every pending card is listed exactly once,
+// whatever the page size, and a completed card never.
+func TestVoucherPendingPagesAfterHash(t *testing.T) {
+	s, v := vchOpen(t, "", vfs.NewMem())
+	defer s.Close()
+	rows := vchGenerate(t, v, 4, 23, nil)
+	const caller charging.SubscriberID = 38344000001
+	want := map[VoucherHash]bool{}
+	var completed VoucherHash
+	for i, row := range rows {
+		r, err := v.Redeem(row.code, caller, caller, vchNow)
+		require.NoError(t, err)
+		require.Equal(t, charging.VoucherOK, r.Result)
+		if i%4 == 0 {
+			require.NoError(t, v.Complete(r.Hash, uint64(i+1)))
+			completed = r.Hash
+			continue
+		}
+		want[r.Hash] = true
+	}
+	pending := func(after *VoucherHash, limit int) ([]Redemption, error) { return v.Pending(after, limit) }
+	hash := func(r *Redemption) VoucherHash { return r.Hash }
+	less := func(a, b VoucherHash) bool { return bytes.Compare(a[:], b[:]) < 0 }
+	for _, limit := range []int{1, 4, len(want), 100} {
+		got := pageAll(t, limit, pending, hash, less)
+		require.Len(t, got, len(want), "limit %d", limit)
+		for _, h := range got {
+			require.True(t, want[h], "limit %d: listed once, and only if pending", limit)
+		}
+	}
+	// after is exclusive and need not be pending itself.
+	all, err := v.Pending(nil, 100)
+	require.NoError(t, err)
+	page, err := v.Pending(&all[2].Hash, 1)
+	require.NoError(t, err)
+	require.Equal(t, all[3].Hash, page[0].Hash)
+	page, err = v.Pending(&completed, 100)
+	require.NoError(t, err)
+	n := 0
+	for _, r := range all {
+		if less(completed, r.Hash) {
+			require.Equal(t, r.Hash, page[n].Hash)
+			n++
+		}
+	}
+	require.Len(t, page, n)
+	last := all[len(all)-1].Hash
+	page, err = v.Pending(&last, 100)
+	require.NoError(t, err)
+	require.Empty(t, page)
 }
 
 func TestVoucherBruteForceBar(t *testing.T) {

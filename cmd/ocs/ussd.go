@@ -35,8 +35,8 @@ func (a flowVouchers) Complete(h [32]byte, seq uint64) error { return a.v.Comple
 
 func (a flowVouchers) Revert(h [32]byte) error { return a.v.Revert(h) }
 
-func (a flowVouchers) Pending(limit int) ([]flows.Redemption, error) {
-	list, err := a.v.Pending(limit)
+func (a flowVouchers) Pending(after *[32]byte, limit int) ([]flows.Redemption, error) {
+	list, err := a.v.Pending((*storage.VoucherHash)(after), limit)
 	out := make([]flows.Redemption, len(list))
 	for i := range list {
 		out[i] = redemptionOf(&list[i])
@@ -65,8 +65,8 @@ func (a flowFixed) ApplyPayment(id uint64, cat *charging.Catalogue, now time.Tim
 
 func (a flowFixed) CancelPayment(id uint64) error { return a.f.CancelPayment(id) }
 
-func (a flowFixed) PendingPayments(limit int) ([]flows.Payment, error) {
-	list, err := a.f.PendingPayments(limit)
+func (a flowFixed) PendingPayments(after uint64, limit int) ([]flows.Payment, error) {
+	list, err := a.f.PendingPayments(after, limit)
 	out := make([]flows.Payment, len(list))
 	for i := range list {
 		out[i] = paymentOf(&list[i])
