@@ -131,6 +131,23 @@ var ErrUnsettled = errors.New("flows: re-driven leg got no verdict; the record s
 // driving its record: the re-driver finishes it, this request must not.
 var ErrDrivenElsewhere = errors.New("flows: the record is being finished by the re-driver")
 
+// ErrInProgress wraps the error of a flow that failed after its durable
+// record was written: the record is open (or, for a transfer retry, already
+// final) and is finished without another request, by the re-driver within
+// about its minimum age plus an interval, or by Recover at the next start.
+// The subscriber must be told the operation is being processed, not that it
+// failed: repeating it would start another operation. A refusal is a
+// Result, never this error; an error without it changed nothing durable.
+var ErrInProgress = errors.New("flows: the operation is recorded and will be finished")
+
+// inProgress marks err, if any, as ErrInProgress.
+func inProgress(err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%w: %w", ErrInProgress, err)
+}
+
 // drive says whether a record's legs run for the first time (live: the
 // request that created the record) or again (a retry, Recover, Redrive).
 type drive uint8
@@ -283,12 +300,12 @@ func (f *Flows) Redeem(caller, beneficiary charging.SubscriberID, code charging.
 		// re-driver's minimum age): it credits or reverts it.
 		f.records.release(k, true)
 		f.metrics.redeemed(&res, ErrDrivenElsewhere)
-		return res, ErrDrivenElsewhere
+		return res, inProgress(ErrDrivenElsewhere)
 	}
 	err = f.creditRedemption(&r, &res, beneficiary != caller, driveLive)
 	f.records.release(k, true)
 	f.metrics.redeemed(&res, err)
-	return res, err
+	return res, inProgress(err)
 }
 
 // creditRedemption is steps 2–3 of the redemption protocol: credit, then
@@ -355,11 +372,11 @@ func (f *Flows) Transfer(key string, from, to charging.SubscriberID, amount char
 	fresh := !existed && !waited
 	if tr, _, err = f.cfg.Transfers.Begin(key, from, to, amount, f.cfg.Rules.Fee, f.now()); err != nil {
 		f.metrics.transferred(&res, err)
-		return res, fmt.Errorf("flows: read transfer: %w", err)
+		return res, inProgress(fmt.Errorf("flows: read transfer: %w", err))
 	}
 	if tr.State.Final() {
 		err = f.answerFinished(tr, &res)
-		return res, err
+		return res, inProgress(err)
 	}
 	// A retry re-drives: its legs may have run before. (A record this
 	// request created and found pending is driven live; another driver
@@ -371,7 +388,7 @@ func (f *Flows) Transfer(key string, from, to charging.SubscriberID, amount char
 	}
 	err = f.driveTransfer(tr, &res, d)
 	f.metrics.transferred(&res, err)
-	return res, err
+	return res, inProgress(err)
 }
 
 // answerFinished answers a retry of a transfer that already ended, from its
@@ -491,12 +508,12 @@ func (f *Flows) PayPackage(caller charging.SubscriberID, pkg charging.PackageID,
 	if f.records.claim(k) {
 		f.records.release(k, true)
 		f.metrics.paid(&res, ErrDrivenElsewhere)
-		return res, ErrDrivenElsewhere
+		return res, inProgress(ErrDrivenElsewhere)
 	}
 	err = f.drivePayment(p, &res, driveLive)
 	f.records.release(k, true)
 	f.metrics.paid(&res, err)
-	return res, err
+	return res, inProgress(err)
 }
 
 // drivePayment is steps 2–3 of the *101# protocol; recovery calls it too.

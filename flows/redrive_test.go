@@ -67,6 +67,7 @@ func pendingCard(t *testing.T, f *Flows, e *engine, v *vouchers, on *atomic.Bool
 	failVoucherCredits(e, on)
 	_, err := f.Redeem(alice, alice, code)
 	require.ErrorIs(t, err, errEngine)
+	require.ErrorIs(t, err, ErrInProgress, "the card is used: the re-driver finishes it")
 	require.True(t, v.card(code).pending)
 	require.Equal(t, charging.Euros(10), e.balance(alice))
 	return code
@@ -79,6 +80,7 @@ func debitedTransfer(t *testing.T, f *Flows, e *engine, tr *transfers, on *atomi
 	e.failKey("T/1/c", on)
 	res, err := f.Transfer("U/t", alice, bob, charging.Euros(2))
 	require.ErrorIs(t, err, errEngine)
+	require.ErrorIs(t, err, ErrInProgress, "debited: the re-driver finishes it")
 	require.Equal(t, charging.TransferDebited, tr.get(res.Ref).State)
 	require.Equal(t, aliceAfterTransfer, e.balance(alice))
 	return res.Ref
@@ -141,6 +143,7 @@ func TestRedriveAppliesPaymentAfterDebitError(t *testing.T) {
 	e.failKey("P/1", &on)
 	_, err := f.PayPackage(alice, charging.PackagePPVKredit, "user1")
 	require.ErrorIs(t, err, errEngine)
+	require.ErrorIs(t, err, ErrInProgress, "begun: the re-driver finishes it")
 	on.Store(false)
 	redrive(t, f, 0)
 	require.Equal(t, 1, redrive(t, f, minAge).Payments)
@@ -637,4 +640,32 @@ func TestRecoverPagesThroughEveryRecord(t *testing.T) {
 	require.Equal(t, Recovered{n, n, n}, got)
 	require.Equal(t, Recovered{}, open(t, f))
 	b.onceEach(t, n)
+}
+
+// An engine error before any record is written (the receiver's or the
+// beneficiary's existence check) changed nothing: it is not ErrInProgress,
+// and the subscriber may simply try again.
+func TestErrorBeforeRecordIsNotInProgress(t *testing.T) {
+	f, e, tr, v, _ := setupRedrive(t)
+	v.add("1234123412341234", charging.Euros(5), t0.Add(time.Hour))
+	code, _ := charging.ParseVoucherCode("1234123412341234")
+	e.intercept = func(cmd *charging.Command) (charging.Outcome, error, bool) {
+		if cmd.Kind == charging.KindInquire {
+			return charging.Outcome{}, errEngine, true
+		}
+		return charging.Outcome{}, nil, false
+	}
+	_, err := f.Redeem(alice, alice, code)
+	require.ErrorIs(t, err, errEngine)
+	require.NotErrorIs(t, err, ErrInProgress)
+	require.False(t, v.card(code).pending)
+	_, err = f.Transfer("U/t", alice, bob, charging.Euros(2))
+	require.ErrorIs(t, err, errEngine)
+	require.NotErrorIs(t, err, ErrInProgress)
+	require.Empty(t, tr.m)
+	require.Equal(t, Recovered{}, open(t, f))
+	// The driven-elsewhere answer is in progress too: the re-driver holds
+	// the record and finishes it.
+	require.ErrorIs(t, inProgress(ErrDrivenElsewhere), ErrInProgress)
+	require.NoError(t, inProgress(nil))
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"time"
 
@@ -127,12 +128,12 @@ type ussdEngine struct{ f *flows.Flows }
 
 func (u ussdEngine) Redeem(_ context.Context, _ string, caller, to charging.SubscriberID, code charging.VoucherCode) (ussd.Reply, error) {
 	res, err := u.f.Redeem(caller, to, code)
-	return replyOf(&res), err
+	return replyOf(&res), inProgress(err)
 }
 
 func (u ussdEngine) PayPackage(_ context.Context, _ string, caller charging.SubscriberID, pkg charging.PackageID, account string) (ussd.Reply, error) {
 	res, err := u.f.PayPackage(caller, pkg, account)
-	return replyOf(&res), err
+	return replyOf(&res), inProgress(err)
 }
 
 func (u ussdEngine) Inquire(_ context.Context, caller charging.SubscriberID) (ussd.Reply, error) {
@@ -142,7 +143,17 @@ func (u ussdEngine) Inquire(_ context.Context, caller charging.SubscriberID) (us
 
 func (u ussdEngine) Transfer(_ context.Context, key string, caller, to charging.SubscriberID, amount charging.Amount) (ussd.Reply, error) {
 	res, err := u.f.Transfer(key, caller, to, amount)
-	return replyOf(&res), err
+	return replyOf(&res), inProgress(err)
+}
+
+// inProgress tells the USSD handler that a flow failed after its record was
+// written (flows.ErrInProgress): the subscriber is told the operation is
+// being processed, not that it failed.
+func inProgress(err error) error {
+	if errors.Is(err, flows.ErrInProgress) {
+		return fmt.Errorf("%w: %w", ussd.ErrInProgress, err)
+	}
+	return err
 }
 
 // replyOf maps a flow's Result to the subscriber's reason: the first

@@ -27,6 +27,9 @@ type fakeEngine struct {
 	done      map[string]Reply // request key → reply: idempotency
 	calls     int
 	down      bool // answer with an error, as a stopping engine does
+	// inProgress: answer ErrInProgress, as the engine does when a leg
+	// failed after the operation's record was written.
+	inProgress bool
 }
 
 func newFakeEngine(now func() time.Time) *fakeEngine {
@@ -48,6 +51,9 @@ func (f *fakeEngine) once(key string, fn func() Reply) (Reply, error) {
 	f.calls++
 	if f.down {
 		return Reply{}, errDown
+	}
+	if f.inProgress {
+		return Reply{}, fmt.Errorf("%w: credit: %w", ErrInProgress, errDown)
 	}
 	if r, ok := f.done[key]; ok && key != "" {
 		return r, nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -31,6 +32,12 @@ type Engine interface {
 	// Transfer sends amount from caller to to; the fee is on top.
 	Transfer(ctx context.Context, key string, caller, to charging.SubscriberID, amount charging.Amount) (Reply, error)
 }
+
+// ErrInProgress is what an Engine wraps in the error of an operation that
+// failed after it was durably recorded: the engine finishes it on its own
+// within about a minute, so the subscriber is told it is being processed
+// (txtInProgress), not to try again, which would start another one.
+var ErrInProgress = errors.New("ussd: the operation is recorded and being finished")
 
 // Handler limits.
 const (
@@ -155,7 +162,10 @@ func (h *Handler) run(in *Intent, key string) string {
 	case IntentTransfer:
 		r, err = h.engine.Transfer(ctx, key, in.Caller, in.To, in.Amount)
 	}
-	if err != nil {
+	switch {
+	case errors.Is(err, ErrInProgress):
+		return txtInProgress
+	case err != nil:
 		return txtUnavailable
 	}
 	return h.menu.Render(in, &r)

@@ -221,6 +221,30 @@ func TestInquiryAndTransferFlows(t *testing.T) {
 	require.Equal(t, "END "+txtUnavailable, r.dial(alice, "*100#"))
 }
 
+// A redemption, payment or transfer that failed after its record was
+// written is being finished by the engine: the subscriber is told so, and
+// not to repeat it, instead of "unavailable, try again".
+func TestRecordedButUnfinishedIsInProgress(t *testing.T) {
+	r := newRig(t)
+	r.eng.mu.Lock()
+	r.eng.inProgress = true
+	r.eng.mu.Unlock()
+	const want = "END Kërkesa juaj po përpunohet: rezultatin do ta shihni brenda një minute. Mos e përsëritni; kontrolloni kredinë me *100#."
+	require.Equal(t, want, r.dial(alice, "*123*"+code(0)+"#"))
+	require.Equal(t, want, r.dial(alice, "*150*049222222*2#", "1"))
+	require.Equal(t, want, r.dial(alice, "*101#", "1", "3", "arber", "1"))
+	// A gateway retry of the same request gets the same answer.
+	body := r.post("retry", "*150*049222222*2#", "", alice)
+	require.True(t, strings.HasPrefix(body, "CON "), body)
+	require.Equal(t, want, r.post("retry", "*150*049222222*2#", "1", alice))
+	require.Equal(t, want, r.post("retry", "*150*049222222*2#", "1", alice))
+	// Any other error still says the service is unavailable.
+	r.eng.mu.Lock()
+	r.eng.inProgress, r.eng.down = false, true
+	r.eng.mu.Unlock()
+	require.Equal(t, "END "+txtUnavailable, r.dial(alice, "*150*049222222*2#", "1"))
+}
+
 func bobValidity(r *rig) int64 {
 	return time.Date(2026, 4, 10, 9, 0, 0, 0, time.UTC).Add(charging.Days(5)).Unix()
 }

@@ -60,6 +60,10 @@ func TestEveryScreenFits(t *testing.T) {
 	r.PaidUntil = 0
 	in := intents[3]
 	require.True(t, fits("END "+m.Render(&in, &r)))
+	// Answers of the handler itself, for errors.
+	for _, text := range []string{txtOverloaded, txtUnavailable, txtInProgress, txtSessionMismatch, txtUnknownCaller} {
+		require.True(t, fits("END "+text), "%d runes: %q", utf8.RuneCountInString(text), text)
+	}
 }
 
 // TestEveryReasonHasItsOwnText: two different refusals never read the same.

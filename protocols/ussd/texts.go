@@ -56,4 +56,9 @@ const (
 	txtSuspended        = "Numri juaj është i pezulluar. Mbushni kredinë për ta riaktivizuar."
 	txtGrace            = "Validiteti ka skaduar: mund të pranoni vetëm thirrje. Mbushni kredinë."
 	txtBalanceLimit     = "Kredia do ta kalonte kufirin e lejuar."
+
+	// An operation recorded but not finished (ErrInProgress), instead of
+	// txtUnavailable: the engine finishes it within a minute, and a repeat
+	// would be a second operation (a transfer) or a refusal (a used card).
+	txtInProgress = "Kërkesa juaj po përpunohet: rezultatin do ta shihni brenda një minute. Mos e përsëritni; kontrolloni kredinë me *100#."
 )
