@@ -329,3 +329,54 @@ func TestActorsOverTheBoundArePassivatedWhenIdle(t *testing.T) {
 	out := exec(t, e, charging.Command{Kind: charging.KindInquire, Subscriber: 38349400007})
 	require.Equal(t, charging.Euros(1), out.Balance)
 }
+
+// TestJournalOnlyChanges: SMS charges and top-ups write no account record
+// (the journal entry folds to the account), except at least every
+// recordEvery+1 changes and first after each activation; the account
+// reloaded after passivation, with its journal folded in, is the one the
+// actor had. A session's changes always write the record.
+func TestJournalOnlyChanges(t *testing.T) {
+	store := newMemStore()
+	e, clock := startEngine(t, store, func(c *Config) { c.IdleAfter = time.Minute })
+	const id = charging.SubscriberID(38349000007)
+	provision(t, e, id, charging.Euros(50))
+	var last charging.Outcome
+	for i := range 150 {
+		cmd := sms(id, fmt.Sprintf("j%d", i))
+		if i%10 == 9 {
+			cmd = charging.Command{Kind: charging.KindTopUp, Subscriber: id, Key: fmt.Sprintf("j%d", i),
+				Channel: charging.ChannelElectronic, Amount: charging.Euros(1)}
+		}
+		last = exec(t, e, cmd)
+		require.Equal(t, charging.ResultOK, last.Result, last.Result.String())
+		if i%45 == 44 { // passivate now and then: the next command reloads
+			clock.Advance(2 * time.Minute)
+			e.sweepOnce()
+			require.Equal(t, int64(0), e.ActiveActors())
+		}
+	}
+	store.mu.Lock()
+	record, journal, journalOnly := store.accounts[id], len(store.journal[id]), store.journalOnly
+	store.mu.Unlock()
+	require.Greater(t, journalOnly, 120, "SMS and top-ups must not rewrite the account record")
+	require.LessOrEqual(t, uint64(journal)-record.Seq, uint64(recordEvery), "entries after the record are bounded")
+
+	clock.Advance(2 * time.Minute)
+	e.sweepOnce()
+	a, found, err := store.LoadAccount(id)
+	require.NoError(t, err)
+	require.True(t, found)
+	require.Equal(t, last.Balance, a.Balance)
+	require.Equal(t, last.Seq, a.Seq)
+	out := exec(t, e, charging.Command{Kind: charging.KindInquire, Subscriber: id})
+	require.Equal(t, last.Balance, out.Balance)
+
+	// A session: reserve, then an SMS while it is open: both write the record.
+	before := journalOnly
+	exec(t, e, charging.Command{Kind: charging.KindReserve, Subscriber: id, Key: "s1",
+		Channel: charging.ChannelNetwork, RatingGroup: charging.RatingGroupVoice, Units: 60})
+	exec(t, e, sms(id, "s2"))
+	store.mu.Lock()
+	require.Equal(t, before, store.journalOnly, "changes of an account holding a reservation write its record")
+	store.mu.Unlock()
+}

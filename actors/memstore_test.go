@@ -22,6 +22,8 @@ type memStore struct {
 	delay    time.Duration
 	gate     chan struct{} // when non-nil, each Commit waits for a token
 	failWith error
+	// journalOnly counts changes committed without their account record.
+	journalOnly int
 }
 
 func newMemStore() *memStore {
@@ -39,7 +41,18 @@ func (m *memStore) LoadAccount(id charging.SubscriberID) (charging.Account, bool
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	a, ok := m.accounts[id]
-	return charging.CloneAccount(&a), ok, nil
+	a = charging.CloneAccount(&a)
+	m.fold(&a)
+	return a, ok, nil
+}
+
+// fold folds into a the journal entries after its record, as storage does.
+func (m *memStore) fold(a *charging.Account) {
+	for _, e := range m.journal[a.ID] {
+		if e.Seq > a.Seq {
+			a.Fold(&e)
+		}
+	}
 }
 
 func (m *memStore) LookupRequest(id charging.SubscriberID, key string) (charging.RequestRecord, bool, error) {
@@ -78,7 +91,13 @@ func (m *memStore) Commit(changes []charging.Change) error {
 		if _, ok := m.accounts[id]; !ok {
 			m.totals.Accounts++
 		}
-		m.accounts[id] = charging.CloneAccount(&c.Account)
+		if c.JournalOnly {
+			// As storage: the record stays as it was, and loads fold the
+			// journal written after it.
+			m.journalOnly++
+		} else {
+			m.accounts[id] = charging.CloneAccount(&c.Account)
+		}
 		if c.Entry.Seq != 0 {
 			if n := len(m.journal[id]); n > 0 && m.journal[id][n-1].Seq+1 != c.Entry.Seq {
 				return errors.New("memstore: journal gap")
@@ -131,6 +150,7 @@ func (m *memStore) balances() (sum charging.Amount, ids []charging.SubscriberID)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for id, a := range m.accounts {
+		m.fold(&a)
 		sum += a.Balance
 		ids = append(ids, id)
 	}

@@ -31,7 +31,16 @@ type subscriber struct {
 	lastState        charging.State
 	loaded           bool
 	exists           bool
+	// sinceRecord counts the journal-only changes handed to the committer
+	// since the last one that rewrote the account record; see finish.
+	sinceRecord uint8
 }
+
+// recordEvery bounds the journal entries written after an account's record
+// (charging.Change.JournalOnly), which an activation reads and folds: the
+// record is rewritten at least every recordEvery+1 changes, and by the
+// first change after every activation.
+const recordEvery = 31
 
 type pendingChange struct {
 	key      string
@@ -77,6 +86,9 @@ func (s *subscriber) handle(req *request) {
 		return
 	}
 	s.observeState(now)
+	// The account before the command: finish writes only the journal entry
+	// where it folds to the account after (charging.Account.FoldsTo).
+	prev := s.account
 	// Lapsed reservations are released before anything else, so that the
 	// command sees the money they held.
 	expired := false
@@ -87,7 +99,7 @@ func (s *subscriber) handle(req *request) {
 	}
 	if cmd.Key != "" && cmd.Kind.Mutates() {
 		if out, done := s.replay(cmd); done {
-			s.finish(req, cmd, out, charging.Effect{Dirty: expired}, false)
+			s.finish(req, cmd, out, charging.Effect{Dirty: expired}, false, nil)
 			return
 		}
 	}
@@ -101,7 +113,7 @@ func (s *subscriber) handle(req *request) {
 	recorded := eff.Dirty && cmd.Key != "" && cmd.Kind.Mutates()
 	eff.Dirty = eff.Dirty || expired
 	s.observeState(now)
-	s.finish(req, cmd, out, eff, recorded)
+	s.finish(req, cmd, out, eff, recorded, &prev)
 }
 
 // load activates the account from the store.
@@ -111,6 +123,10 @@ func (s *subscriber) load(id charging.SubscriberID) error {
 		return err
 	}
 	s.loaded, s.exists, s.account = true, found, a
+	// The record may be followed by journal entries the store folded in:
+	// the first change after activation rewrites it, so that those never
+	// pile up across activations.
+	s.sinceRecord = recordEvery
 	if found {
 		s.lastState = a.StateAt(s.engine.charging, s.engine.clock.Now())
 		s.engine.metrics.reservations.Add(float64(len(a.Reservations)))
@@ -137,7 +153,7 @@ func (s *subscriber) provision(req *request, now time.Time) {
 	// rarely followed at once by traffic: the actor may be passivated at the
 	// next sweep instead of holding memory for IdleAfter.
 	s.entry.lastUsed.Store(0)
-	s.finish(req, &req.cmd, out, eff, false)
+	s.finish(req, &req.cmd, out, eff, false, nil)
 }
 
 // replay answers a request key seen before: the original outcome for a
@@ -194,7 +210,13 @@ func (s *subscriber) fillOriginal(cmd *charging.Command) error {
 // finish hands a dirty account to the committer, which answers once it is
 // durable, or answers a clean one (through the committer if earlier writes
 // are still in flight).
-func (s *subscriber) finish(req *request, cmd *charging.Command, out charging.Outcome, eff charging.Effect, recorded bool) {
+//
+// prev, when not nil, is the account before the command. Where the journal
+// entry folds prev into the new account, the change is JournalOnly: the
+// account record is not rewritten, one key less per charge (of three) in
+// the memtable, the write-ahead log and compactions. Peak traffic (SMS,
+// top-ups) is such changes; a session's are not (reservations).
+func (s *subscriber) finish(req *request, cmd *charging.Command, out charging.Outcome, eff charging.Effect, recorded bool, prev *charging.Account) {
 	s.publish()
 	if !eff.Dirty {
 		s.reply(req, out)
@@ -208,6 +230,12 @@ func (s *subscriber) finish(req *request, cmd *charging.Command, out charging.Ou
 	it.change.Account = charging.CloneAccount(&s.account)
 	it.change.Entry = eff.Entry
 	it.change.Created = eff.Created
+	if prev != nil && s.sinceRecord < recordEvery && prev.FoldsTo(&eff.Entry, &s.account) {
+		it.change.JournalOnly = true
+		s.sinceRecord++
+	} else {
+		s.sinceRecord = 0
+	}
 	p := pendingChange{}
 	if recorded {
 		it.change.Key = cmd.Key

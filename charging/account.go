@@ -80,6 +80,44 @@ func (a *Account) state(cfg *Config, now int64) State {
 	}
 }
 
+// Fold applies journal entry e to a: the balance, validity and sequence
+// number e records, and the month counters of a plain charge or top-up,
+// counted in the month of e's time as the command counted them. Storage
+// rebuilds an account whose record was not rewritten (Change.JournalOnly)
+// by folding its newer entries into the record, so Fold must stay
+// deterministic: FoldsTo, not Fold, decides where it is exact.
+func (a *Account) Fold(e *Entry) {
+	a.Balance = e.BalanceAfter
+	a.ValidUntil = e.ValidUntilAfter
+	a.Seq = e.Seq
+	switch e.Kind {
+	case EntryCharge:
+		a.countSpent(e.Time/int64(time.Second), -e.Amount)
+	case EntryTopUp, EntryTransferIn:
+		a.rollMonth(e.Time / int64(time.Second))
+		a.Month.ToppedUp += e.Amount
+		a.Month.TopUps++
+	}
+}
+
+// FoldsTo reports whether folding e into a, the account before a command,
+// gives next, the account after it, exactly: then e alone records the
+// change and the account record need not be written (Change.JournalOnly).
+// It compares every field, so a command Fold does not know (a refund, a
+// session debit, a transfer reversal) simply does not qualify. Accounts
+// with reservations never do: their record is always written, and a's
+// reservations may share memory with next's.
+func (a *Account) FoldsTo(e *Entry, next *Account) bool {
+	if e.Seq == 0 || len(a.Reservations) != 0 || len(next.Reservations) != 0 {
+		return false
+	}
+	f := *a
+	f.Fold(e)
+	return f.ID == next.ID && f.Balance == next.Balance && f.ValidUntil == next.ValidUntil &&
+		f.Seq == next.Seq && f.NextSession == next.NextSession && f.Created == next.Created &&
+		f.Month == next.Month
+}
+
 // Reserved returns the money held by open reservations.
 func (a *Account) Reserved() Amount {
 	var sum Amount

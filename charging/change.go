@@ -40,6 +40,11 @@ type Change struct {
 	// Created: this change creates the account (an accepted provision), so
 	// the ledger's account count grows by one.
 	Created bool
+	// JournalOnly: the account record is not rewritten, because the stored
+	// account with this change's journal entry folded in (Account.Fold) is
+	// exactly Account. The engine sets it only where Account.FoldsTo says
+	// so; storage folds the journal after the record when it loads.
+	JournalOnly bool
 }
 
 // CloneAccount returns a copy of a that shares no memory with it.

@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"math/rand/v2"
+	"reflect"
 	"testing"
 	"time"
 
@@ -510,6 +511,10 @@ func runModelStream(t *testing.T, seed uint64, verbose bool) {
 		m.write(charging.EntryProvision, int64(open), now)
 		journal[eff.Entry.Seq] = eff.Entry
 	}
+	// checkpoint and tail are what storage would hold with the engine's
+	// Change.JournalOnly: the last account record written, and the entries
+	// folded into it since (FoldsTo held for each).
+	checkpoint, tail := charging.CloneAccount(&a), []charging.Entry(nil)
 	steps := 40 + r.IntN(80)
 	for step := 0; step < steps; step++ {
 		now = advance(r, m, now)
@@ -518,7 +523,24 @@ func runModelStream(t *testing.T, seed uint64, verbose bool) {
 		if cmd.Kind == charging.KindRefund {
 			cmd.Original, cmd.OriginalRefunded = journal[cmd.Ref], refunded[cmd.Ref]
 		}
+		prev := a
 		got, eff := a.Apply(&cfg, &cmd, time.Unix(now, 0))
+		if eff.Dirty {
+			if prev.FoldsTo(&eff.Entry, &a) {
+				tail = append(tail, eff.Entry)
+			} else {
+				checkpoint, tail = charging.CloneAccount(&a), nil
+			}
+			rebuilt := charging.CloneAccount(&checkpoint)
+			for i := range tail {
+				rebuilt.Fold(&tail[i])
+			}
+			if !reflect.DeepEqual(rebuilt, charging.CloneAccount(&a)) {
+				t.Logf("seed=%d (replay: go test ./charging -run TestModel -seed %d -v)", seed, seed)
+				t.Fatalf("step %d, command %+v: record %+v with %d entries folded is %+v, the account is %+v",
+					step, cmd, checkpoint, len(tail), rebuilt, a)
+			}
+		}
 		want := m.apply(&cmd, now)
 		if e := eff.Entry; e.Seq != 0 {
 			journal[e.Seq] = e

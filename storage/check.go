@@ -110,10 +110,12 @@ func (c *checker) accounts() (sum charging.Totals, err error) {
 }
 
 // journal consumes a's entries from jIt, which is positioned at or before
-// them.
+// them, and folds into a those written after its record (JournalOnly
+// changes), so that a ends as LoadAccount returns it.
 func (c *checker) journal(jIt *pebble.Iterator, a *charging.Account) error {
 	var seq uint64
 	var balance charging.Amount
+	recordSeq := a.Seq
 	for ; jIt.Valid(); jIt.Next() {
 		if err := c.tick(); err != nil {
 			return err
@@ -140,12 +142,18 @@ func (c *checker) journal(jIt *pebble.Iterator, a *charging.Account) error {
 				ErrCorrupt, a.ID, e.Seq, balance, e.Amount, e.BalanceAfter)
 		}
 		seq, balance = e.Seq, e.BalanceAfter
+		if e.Seq > recordSeq {
+			a.Fold(&e)
+		}
 	}
 	switch {
 	case seq != a.Seq:
 		return fmt.Errorf("%w: account %d seq %d but journal ends at %d", ErrCorrupt, a.ID, a.Seq, seq)
 	case balance != a.Balance:
 		return fmt.Errorf("%w: account %d balance %d but journal says %d", ErrCorrupt, a.ID, a.Balance, balance)
+	}
+	if err := validateAccount(a); err != nil {
+		return fmt.Errorf("%w: account %d with its journal folded in: %v", ErrCorrupt, a.ID, err)
 	}
 	return nil
 }

@@ -162,6 +162,9 @@ func validateChange(c *charging.Change) error {
 			return err
 		}
 	}
+	if c.JournalOnly && (c.Entry.Seq == 0 || c.Created || len(c.Account.Reservations) != 0) {
+		return fmt.Errorf("account %d: a journal-only change needs an entry, no reservations and no creation", c.Account.ID)
+	}
 	if c.RefundOf != 0 && (c.Entry.Seq == 0 || c.RefundOf >= c.Entry.Seq) {
 		return fmt.Errorf("refund of %d needs a later journal entry, got %d", c.RefundOf, c.Entry.Seq)
 	}
@@ -171,9 +174,12 @@ func validateChange(c *charging.Change) error {
 // put adds the records of one valid change to b.
 func (s *Store) put(b *pebble.Batch, c *charging.Change) error {
 	id := c.Account.ID
-	s.keyBuf = appendAccountKey(s.keyBuf[:0], id)
-	s.buf = appendAccount(s.buf[:0], &c.Account)
-	err := b.Set(s.keyBuf, s.buf, nil)
+	var err error
+	if !c.JournalOnly {
+		s.keyBuf = appendAccountKey(s.keyBuf[:0], id)
+		s.buf = appendAccount(s.buf[:0], &c.Account)
+		err = b.Set(s.keyBuf, s.buf, nil)
+	}
 	if err == nil && c.Entry.Seq != 0 {
 		s.keyBuf = appendJournalKey(s.keyBuf[:0], id, c.Entry.Seq)
 		s.buf = appendEntry(s.buf[:0], &c.Entry)

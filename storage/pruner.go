@@ -149,6 +149,7 @@ type Pruner struct {
 	log     *slog.Logger
 	metrics *pruneMetrics     // nil: no metrics
 	batch   *pebble.Batch     // reused between steps; owned by the pass
+	hashes  []uint64          // recentKeys hashes of the batch's deletes
 	passMu  sync.Mutex        // one pass at a time (the loop, or a test/ops call)
 	onBatch func(deletes int) // tests: called before each delete batch is applied
 
@@ -327,6 +328,7 @@ func (p *Pruner) step(from []byte, cutoff, epoch int64, st *PruneStats) (next []
 				b.Reset()
 				return nil, err
 			}
+			p.hashes = append(p.hashes, p.s.recent.hash(it.Key()))
 			deletes++
 		}
 	}
@@ -343,8 +345,14 @@ func (p *Pruner) step(from []byte, cutoff, epoch int64, st *PruneStats) (next []
 		err = p.s.db.Apply(b, pebble.NoSync)
 		b.Reset()
 		if err != nil {
+			p.hashes = p.hashes[:0]
 			return nil, err
 		}
+		// The tombstones sit in a memtable: look-ups of these keys must
+		// read it (recent.go), or they would still find the records in
+		// the flushed tables.
+		p.s.recent.addHashes(p.hashes)
+		p.hashes = p.hashes[:0]
 		st.Deleted += uint64(deletes)
 		st.Batches++
 	}

@@ -36,9 +36,11 @@ import (
 //     memtable) are covered by all, set at Open and cleared by the first
 //     flush that completes.
 //
-// Nothing else writes request keys; the pruner only deletes them, and a
-// deletion not yet flushed may leave a pruned record visible to a durable
-// read for a while, which the retention window allows.
+// Nothing else writes request keys. The pruner deletes them: it adds the
+// hashes of the keys it deleted right after applying the deletions, so
+// that from then on a look-up reads the tombstones (in the moment between,
+// a look-up may still find a record past its retention, which the window
+// allows). A rotation after that moves them to prev like any other.
 type recentKeys struct {
 	seed maphash.Seed
 	// rotateKeys is the size of cur that starts a rotation.
@@ -71,6 +73,17 @@ func (r *recentKeys) add(key []byte) {
 	h := r.hash(key)
 	r.mu.Lock()
 	r.cur[h] = struct{}{}
+	r.mu.Unlock()
+}
+
+// addHashes records the hashes of keys whose deletions were just applied
+// (the pruner's): until the tombstones are flushed, look-ups of those keys
+// must read the memtables, where the tombstones are.
+func (r *recentKeys) addHashes(hs []uint64) {
+	r.mu.Lock()
+	for _, h := range hs {
+		r.cur[h] = struct{}{}
+	}
 	r.mu.Unlock()
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"sync"
 	"time"
@@ -276,6 +277,8 @@ func (s *Store) Totals() charging.Totals {
 }
 
 // LoadAccount returns the account of id; found is false if there is none.
+// The account is its record with the journal entries written after it
+// folded in (charging.Change.JournalOnly).
 func (s *Store) LoadAccount(id charging.SubscriberID) (a charging.Account, found bool, err error) {
 	var kb [accountKeyLen]byte
 	v, closer, err := s.db.Get(appendAccountKey(kb[:0], id))
@@ -293,7 +296,38 @@ func (s *Store) LoadAccount(id charging.SubscriberID) (a charging.Account, found
 	if a.ID != id {
 		return charging.Account{}, false, fmt.Errorf("storage: load account %d: %w: record holds account %d", id, ErrCorrupt, a.ID)
 	}
+	if err := s.foldJournal(&a); err != nil {
+		return charging.Account{}, false, fmt.Errorf("storage: load account %d: %w", id, err)
+	}
 	return a, true, nil
+}
+
+// foldJournal folds into a, as read from its record, the journal entries
+// written after the record (Seq above a.Seq), which must follow on without
+// a gap. The engine rewrites the record at least every few entries, so
+// this reads a handful at most.
+func (s *Store) foldJournal(a *charging.Account) error {
+	var lo, hi [journalKeyLen]byte
+	it, err := s.db.NewIter(&pebble.IterOptions{
+		LowerBound: appendJournalKey(lo[:0], a.ID, a.Seq+1),
+		UpperBound: appendJournalKey(hi[:0], a.ID, math.MaxUint64),
+	})
+	if err != nil {
+		return err
+	}
+	for ok := it.First(); ok; ok = it.Next() {
+		e, err := decodeJournal(it.Key(), it.Value(), a.ID)
+		if err != nil {
+			_ = it.Close()
+			return err
+		}
+		if e.Seq != a.Seq+1 {
+			_ = it.Close()
+			return fmt.Errorf("%w: journal goes from %d to %d after the account record", ErrCorrupt, a.Seq, e.Seq)
+		}
+		a.Fold(&e)
+	}
+	return it.Close()
 }
 
 // LookupRequest returns the idempotency record of (id, key). A key longer

@@ -162,6 +162,12 @@ func TestCommitRefusesInvalidChange(t *testing.T) {
 		"reserved above balance": func(c *charging.Change) {
 			c.Account.Reservations = []charging.Reservation{{Session: 1, Reserved: c.Account.Balance + 1}}
 		},
+		"journal-only without entry": func(c *charging.Change) { c.Entry, c.JournalOnly = charging.Entry{}, true },
+		"journal-only creation":      func(c *charging.Change) { c.Created, c.JournalOnly = true, true },
+		"journal-only with reservations": func(c *charging.Change) {
+			c.Account.Reservations = []charging.Reservation{{Session: 1, Reserved: 0}}
+			c.JournalOnly = true
+		},
 	}
 	for name, spoil := range cases {
 		t.Run(name, func(t *testing.T) {
