@@ -17,11 +17,17 @@
 //	                                             "apikey/" + SHA-256(token)
 //	0x10..0x1F                  reserved: vouchers, fixed accounts, transfers
 //
+// An account is its record with the journal entries written after it folded
+// in (charging.Account.Fold): a change marked JournalOnly, one whose entry
+// alone reproduces the account (an SMS, a top-up), writes no record. The
+// engine rewrites the record at least every 32 changes, so LoadAccount reads
+// a few entries after it at most; Check folds them the same way.
+//
 // # Encoding
 //
 // Values are hand-written, fixed-width little-endian fields after a version
-// byte (version 1, request records version 2): append-based, no reflection, no allocation
-// beyond the output buffer. Decoders check the version, the exact length
+// byte (version 1, request records version 2): append-based, no
+// reflection, no allocation beyond the output buffer. Decoders check the version, the exact length
 // and every invariant (a balance within 0..BalanceMax, reserved money
 // within the balance, known enum values) and return an error wrapping
 // ErrCorrupt, never panic; encoders' inputs are validated first, and an
