@@ -20,6 +20,12 @@ const (
 	refundedV1 byte = 1
 	apiKeyV1   byte = 1
 	schemaV1   byte = 1
+	// schemaV2: an account record may be followed by journal entries to
+	// fold in (charging.Change.JournalOnly) and request records carry
+	// their time. A build that reads only schema 1 would take a stale
+	// record for the balance, so it must refuse the database: Open writes
+	// 2 over 1 (every schema-1 database is a valid schema-2 one).
+	schemaV2 byte = 2
 )
 
 // Encoded sizes, fixed parts (values are little-endian, fixed width: the

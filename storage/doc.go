@@ -21,7 +21,10 @@
 // in (charging.Account.Fold): a change marked JournalOnly, one whose entry
 // alone reproduces the account (an SMS, a top-up), writes no record. The
 // engine rewrites the record at least every 32 changes, so LoadAccount reads
-// a few entries after it at most; Check folds them the same way.
+// a few entries after it at most; Check folds them the same way. The meta
+// "schema" is 2 since then: Open upgrades a schema-1 database (no record
+// there is followed by entries to fold), and a build that knows only
+// schema 1 refuses the database instead of reading a stale balance.
 //
 // # Encoding
 //

@@ -217,12 +217,12 @@ func (s *Store) load() error {
 	switch {
 	case err != nil:
 		return fmt.Errorf("storage: read schema: %w", err)
-	case !found:
-		if err := s.db.Set(k, []byte{schemaV1}, pebble.Sync); err != nil {
+	case found && (len(v) != 1 || (v[0] != schemaV1 && v[0] != schemaV2)):
+		return fmt.Errorf("%w: schema %v, this build reads %d and %d", ErrCorrupt, v, schemaV1, schemaV2)
+	case !found || v[0] == schemaV1:
+		if err := s.db.Set(k, []byte{schemaV2}, pebble.Sync); err != nil {
 			return fmt.Errorf("storage: write schema: %w", err)
 		}
-	case len(v) != 1 || v[0] != schemaV1:
-		return fmt.Errorf("%w: schema %v, this build reads %d", ErrCorrupt, v, schemaV1)
 	}
 	v, found, err = s.get(appendMetaKey(nil, metaTotals))
 	if err != nil {

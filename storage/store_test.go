@@ -348,3 +348,36 @@ func TestCheckDetectsCorruption(t *testing.T) {
 		require.ErrorIs(t, s.Check(ctx), context.Canceled)
 	})
 }
+
+// TestSchemaUpgradeAndRefusal: a schema-1 database is upgraded to 2 when
+// opened (a build reading only 1 then refuses it rather than take a stale
+// account record for the balance); an unknown schema is refused.
+func TestSchemaUpgradeAndRefusal(t *testing.T) {
+	fs := vfs.NewMem()
+	s, err := Open("db", Options{FS: fs, CacheBytes: 8 << 20})
+	require.NoError(t, err)
+	schema := func() []byte {
+		v, found, err := s.get(appendMetaKey(nil, metaSchema))
+		require.NoError(t, err)
+		require.True(t, found)
+		return v
+	}
+	require.Equal(t, []byte{schemaV2}, schema(), "a new database is written as schema 2")
+	require.NoError(t, s.db.Set(appendMetaKey(nil, metaSchema), []byte{schemaV1}, pebble.Sync))
+	require.NoError(t, s.Close())
+
+	s, err = Open("db", Options{FS: fs, CacheBytes: 8 << 20})
+	require.NoError(t, err)
+	require.Equal(t, []byte{schemaV2}, schema(), "schema 1 is upgraded on open")
+	require.NoError(t, s.Close())
+
+	for _, bad := range [][]byte{{3}, {}, {2, 0}} {
+		fs := vfs.NewMem()
+		s, err := Open("db", Options{FS: fs, CacheBytes: 8 << 20})
+		require.NoError(t, err)
+		require.NoError(t, s.db.Set(appendMetaKey(nil, metaSchema), bad, pebble.Sync))
+		require.NoError(t, s.Close())
+		_, err = Open("db", Options{FS: fs, CacheBytes: 8 << 20})
+		require.ErrorIs(t, err, ErrCorrupt, "schema %v", bad)
+	}
+}
