@@ -41,42 +41,36 @@ func newMailbox() *mailbox {
 
 // PostUserMessage implements actor.Mailbox.
 func (m *mailbox) PostUserMessage(msg any) {
-	m.mu.Lock()
-	m.user = append(m.user, msg)
-	m.scheduleLocked()
+	if m.post(msg) {
+		m.dispatcher.Schedule(m.run)
+	}
 }
 
-// post queues a user message like PostUserMessage, but instead of handing
-// an idle mailbox to the dispatcher it marks it scheduled and returns true:
-// the caller must then run process itself.
+// post queues a user message. It reports whether the mailbox was idle: then
+// it is marked scheduled and the caller must see that it runs, by running
+// process itself (Engine.deliver) or by handing it to the dispatcher.
 func (m *mailbox) post(msg any) (runHere bool) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	m.user = append(m.user, msg)
-	if m.scheduled {
-		return false
-	}
-	m.scheduled = true
-	return true
+	return m.claimLocked()
 }
 
 // PostSystemMessage implements actor.Mailbox.
 func (m *mailbox) PostSystemMessage(msg any) {
 	m.mu.Lock()
 	m.system = append(m.system, msg)
-	m.scheduleLocked()
+	if m.claimLocked() {
+		m.dispatcher.Schedule(m.run)
+	}
 }
 
-// scheduleLocked unlocks m and hands it to the dispatcher if it is not
-// already scheduled or running.
-func (m *mailbox) scheduleLocked() {
-	if m.scheduled {
-		m.mu.Unlock()
-		return
-	}
+// claimLocked marks m scheduled and unlocks it. It reports whether m was
+// idle, so that the caller, and nobody else, starts its run.
+func (m *mailbox) claimLocked() (wasIdle bool) {
+	wasIdle = !m.scheduled
 	m.scheduled = true
 	m.mu.Unlock()
-	m.dispatcher.Schedule(m.run)
+	return wasIdle
 }
 
 // RegisterHandlers implements actor.Mailbox.
