@@ -94,9 +94,7 @@ func (a *Account) Fold(e *Entry) {
 	case EntryCharge:
 		a.countSpent(e.Time/int64(time.Second), -e.Amount)
 	case EntryTopUp, EntryTransferIn:
-		a.rollMonth(e.Time / int64(time.Second))
-		a.Month.ToppedUp += e.Amount
-		a.Month.TopUps++
+		a.countToppedUp(e.Time/int64(time.Second), e.Amount)
 	}
 }
 

@@ -254,9 +254,7 @@ func (a *Account) topUp(cfg *Config, cmd *Command, now time.Time, eff *Effect) R
 			a.ValidUntil = end
 		}
 	}
-	a.rollMonth(now.Unix())
-	a.Month.ToppedUp += cmd.Amount
-	a.Month.TopUps++
+	a.countToppedUp(now.Unix(), cmd.Amount)
 	kind := EntryTopUp
 	if cmd.Channel == ChannelTransfer {
 		kind = EntryTransferIn
@@ -312,6 +310,12 @@ func (a *Account) countSpent(now int64, cost Amount) {
 	a.rollMonth(now)
 	a.Month.Spent += cost
 	a.Month.Charges++
+}
+
+func (a *Account) countToppedUp(now int64, amount Amount) {
+	a.rollMonth(now)
+	a.Month.ToppedUp += amount
+	a.Month.TopUps++
 }
 
 // reserve opens a session and grants units. Checks, in order: rating group,
