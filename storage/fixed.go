@@ -25,10 +25,8 @@ package storage
 //     with the same key (replayed if it happened) and then step 3.
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"math"
 	"strconv"
 	"sync"
 	"time"
@@ -300,27 +298,16 @@ const PaymentListMax = 10_000
 // after (0: from the first; IDs start at 1), oldest first. A caller pages
 // with the last ID of a page as the next after.
 func (f *Fixed) PendingPayments(after uint64, limit int) ([]FixedPayment, error) {
-	limit = min(max(limit, 0), PaymentListMax)
-	if after == math.MaxUint64 {
-		return nil, nil
-	}
-	it, err := f.db.NewIter(&pebble.IterOptions{LowerBound: idKey(tagFixedPayOpen, after+1), UpperBound: tableStart(tagFixedPayOpen + 1)})
-	if err != nil {
-		return nil, fmt.Errorf("storage: list payments: %w", err)
-	}
-	defer it.Close()
+	ids, err := openIDs(f.db, tagFixedPayOpen, after, min(max(limit, 0), PaymentListMax), "pending payments")
 	var out []FixedPayment
-	for ok := it.First(); ok && len(out) < limit; ok = it.Next() {
-		if len(it.Key()) != 9 {
-			return out, fmt.Errorf("%w: open payment key", ErrCorrupt)
-		}
-		p, err := f.Payment(binary.BigEndian.Uint64(it.Key()[1:]))
-		if err != nil {
-			return out, err
+	for _, id := range ids {
+		p, perr := f.Payment(id)
+		if perr != nil {
+			return out, perr
 		}
 		out = append(out, p)
 	}
-	return out, it.Error()
+	return out, err
 }
 
 func validateFixed(a *charging.FixedAccount) error {

@@ -99,6 +99,29 @@ func idKey(tag byte, id uint64) []byte {
 	return binary.BigEndian.AppendUint64(appendTable(make([]byte, 0, 9), tag), id)
 }
 
+// openIDs lists, in order, up to limit IDs above after in the index table
+// tag (tag | id:8 → nothing): the open transfers and the pending payments,
+// which their listings then read one by one. what names the index in
+// errors.
+func openIDs(db *pebble.DB, tag byte, after uint64, limit int, what string) ([]uint64, error) {
+	if after == math.MaxUint64 {
+		return nil, nil
+	}
+	it, err := db.NewIter(&pebble.IterOptions{LowerBound: idKey(tag, after+1), UpperBound: tableStart(tag + 1)})
+	if err != nil {
+		return nil, fmt.Errorf("storage: list %s: %w", what, err)
+	}
+	defer it.Close()
+	var ids []uint64
+	for ok := it.First(); ok && len(ids) < limit; ok = it.Next() {
+		if len(it.Key()) != 9 {
+			return ids, fmt.Errorf("%w: %s index key of %d bytes", ErrCorrupt, what, len(it.Key()))
+		}
+		ids = append(ids, binary.BigEndian.Uint64(it.Key()[1:]))
+	}
+	return ids, it.Error()
+}
+
 // ErrTransferKeyReused is returned by Begin for a request key the sender
 // already used for a transfer with another receiver or amount.
 var ErrTransferKeyReused = errors.New("storage: this request key was already used for another transfer")
@@ -206,27 +229,16 @@ const TransferListMax = 10_000
 // re-drives each (step 5). A caller pages with the last ID of a page as the
 // next after.
 func (t *Transfers) Open(after uint64, limit int) ([]charging.Transfer, error) {
-	limit = min(max(limit, 0), TransferListMax)
-	if after == math.MaxUint64 {
-		return nil, nil
-	}
-	it, err := t.db.NewIter(&pebble.IterOptions{LowerBound: idKey(tagTransferOpen, after+1), UpperBound: tableStart(tagTransferOpen + 1)})
-	if err != nil {
-		return nil, fmt.Errorf("storage: list open transfers: %w", err)
-	}
-	defer it.Close()
+	ids, err := openIDs(t.db, tagTransferOpen, after, min(max(limit, 0), TransferListMax), "open transfers")
 	var out []charging.Transfer
-	for ok := it.First(); ok && len(out) < limit; ok = it.Next() {
-		if len(it.Key()) != 9 {
-			return out, fmt.Errorf("%w: open transfer key", ErrCorrupt)
-		}
-		tr, err := t.Get(binary.BigEndian.Uint64(it.Key()[1:]))
-		if err != nil {
-			return out, err
+	for _, id := range ids {
+		tr, gerr := t.Get(id)
+		if gerr != nil {
+			return out, gerr
 		}
 		out = append(out, tr)
 	}
-	return out, it.Error()
+	return out, err
 }
 
 func validateTransfer(t *charging.Transfer) error {
