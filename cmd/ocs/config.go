@@ -83,7 +83,7 @@ func (e *fileEngine) prunerOptions() (storage.PrunerOptions, error) {
 	if e.RequestPruneInterval != "" {
 		d, err := time.ParseDuration(e.RequestPruneInterval)
 		if err != nil || d < pruneIntervalMin {
-			return o, fmt.Errorf("engine.requestPruneInterval %q: want a duration of at least %v, such as \"10m\"",
+			return o, fmt.Errorf("engine.requestPruneInterval %q: want a duration of at least %v, such as \"1h\"",
 				e.RequestPruneInterval, pruneIntervalMin)
 		}
 		o.Interval = d
