@@ -380,3 +380,49 @@ func TestJournalOnlyChanges(t *testing.T) {
 	require.Equal(t, before, store.journalOnly, "changes of an account holding a reservation write its record")
 	store.mu.Unlock()
 }
+
+// A voucher credit carries its card: the card is written with the credit's
+// journal Seq in the credit's own change, and only when the credit is made
+// (a refusal or a replay writes no card).
+func TestCardRidesWithItsCredit(t *testing.T) {
+	store := newMemStore()
+	e, _ := startEngine(t, store)
+	const id = charging.SubscriberID(38349000007)
+	provision(t, e, id, charging.Euros(1))
+	card := func(n byte, value charging.Amount, to charging.SubscriberID) *charging.CardUse {
+		return &charging.CardUse{Hash: [32]byte{n}, Card: charging.Voucher{Serial: uint64(n), Value: value,
+			State: charging.VoucherUsed, UsedBy: to, UsedAt: t0.Unix()}}
+	}
+	credit := func(key string, c *charging.CardUse, to charging.SubscriberID) charging.Command {
+		return charging.Command{Kind: charging.KindTopUp, Channel: charging.ChannelVoucher, Key: key,
+			Subscriber: to, Amount: c.Card.Value, Card: c}
+	}
+
+	c1 := card(1, charging.Euros(5), id)
+	out := exec(t, e, credit("V/1", c1, id))
+	require.Equal(t, charging.ResultOK, out.Result)
+	require.Zero(t, c1.Card.CreditSeq, "the caller's card is not written to")
+	store.mu.Lock()
+	got, ok := store.cards[c1.Hash]
+	store.mu.Unlock()
+	require.True(t, ok)
+	require.Equal(t, out.Seq, got.CreditSeq)
+	require.Equal(t, id, got.UsedBy)
+
+	// A replay writes nothing, the card included.
+	commits := store.commits
+	again := exec(t, e, credit("V/1", c1, id))
+	require.True(t, again.Replayed)
+	require.Equal(t, commits, store.commits)
+
+	// A refused credit (no such subscriber, balance limit) writes no card.
+	c2 := card(2, charging.Euros(5), 38349000008)
+	require.Equal(t, charging.ResultUnknownSubscriber, exec(t, e, credit("V/2", c2, 38349000008)).Result)
+	const full = charging.SubscriberID(38349000009)
+	provision(t, e, full, charging.BalanceMax)
+	c3 := card(3, charging.Euros(5), full)
+	require.Equal(t, charging.ResultBalanceLimit, exec(t, e, credit("V/3", c3, full)).Result)
+	store.mu.Lock()
+	defer store.mu.Unlock()
+	require.Len(t, store.cards, 1)
+}

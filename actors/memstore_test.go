@@ -24,6 +24,8 @@ type memStore struct {
 	failWith error
 	// journalOnly counts changes committed without their account record.
 	journalOnly int
+	// cards holds the cards written with their credits (Change.Card).
+	cards map[[32]byte]charging.Voucher
 }
 
 func newMemStore() *memStore {
@@ -32,6 +34,7 @@ func newMemStore() *memStore {
 		journal:  map[charging.SubscriberID][]charging.Entry{},
 		requests: map[string]charging.RequestRecord{},
 		refunded: map[[2]uint64]bool{},
+		cards:    map[[32]byte]charging.Voucher{},
 	}
 }
 
@@ -110,6 +113,12 @@ func (m *memStore) Commit(changes []charging.Change) error {
 		}
 		if c.RefundOf != 0 {
 			m.refunded[[2]uint64{uint64(id), c.RefundOf}] = true
+		}
+		if c.Card != nil {
+			if !c.Card.Fits(id, &c.Entry) || c.Card.Card.CreditSeq != c.Entry.Seq {
+				return errors.New("memstore: card does not pay for its entry")
+			}
+			m.cards[c.Card.Hash] = c.Card.Card
 		}
 	}
 	return nil

@@ -242,6 +242,13 @@ func (s *subscriber) finish(req *request, cmd *charging.Command, out charging.Ou
 		it.change.Request = charging.RequestRecord{Fingerprint: cmd.Fingerprint(), Kind: cmd.Kind, Outcome: out, Time: eff.Entry.Time} // the command's now; 0 without an entry: storage stamps it at commit
 		p.key, p.record = cmd.Key, it.change.Request
 	}
+	if cmd.Card != nil && eff.Entry.Seq != 0 {
+		// Whatever the key, a card rides with the entry of its credit.
+		// A copy: the caller's command is its own again once answered.
+		card := *cmd.Card
+		card.Card.CreditSeq = eff.Entry.Seq
+		it.change.Card = &card
+	}
 	if eff.Entry.Kind == charging.EntryRefund {
 		it.change.RefundOf = eff.Entry.Ref
 		p.refundOf = eff.Entry.Ref

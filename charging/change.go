@@ -45,6 +45,10 @@ type Change struct {
 	// exactly Account. The engine sets it only where Account.FoldsTo says
 	// so; storage folds the journal after the record when it loads.
 	JournalOnly bool
+	// Card is the scratch card that pays for this change's credit,
+	// written in the same batch (its CreditSeq is Entry.Seq); nil for
+	// every change but a redemption's credit.
+	Card *CardUse
 }
 
 // CloneAccount returns a copy of a that shares no memory with it.

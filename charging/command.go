@@ -81,6 +81,9 @@ type Command struct {
 	// refunded already. charging cannot read storage itself.
 	Original         Entry
 	OriginalRefunded bool
+	// Card, on a voucher top-up, is the card this credit uses up: the
+	// engine writes it with the credit (Change.Card). Nil otherwise.
+	Card *CardUse
 }
 
 // Fingerprint hashes the fields that make a request what it is, so that a

@@ -96,9 +96,31 @@ type Voucher struct {
 	// transaction reference the subscriber is told).
 	UsedBy SubscriberID
 	UsedAt int64 // Unix seconds
-	// CreditSeq is the journal Seq of the top-up on UsedBy's account once
-	// the engine has confirmed it; 0 while the credit is pending.
+	// CreditSeq is the journal Seq of the top-up on UsedBy's account. A
+	// card used in its credit's own batch (CardUse) has it from the start;
+	// 0 means a credit still pending under the two-step protocol of older
+	// builds (storage's pending markers).
 	CreditSeq uint64
+}
+
+// CardUse is a card as its redemption leaves it, carried by the top-up that
+// credits it (Command.Card, then Change.Card) so that the card becomes used
+// in the same durable batch as the credit: both or neither, whatever
+// crashes, and nothing to finish afterwards.
+type CardUse struct {
+	Hash [32]byte // the card's key in the voucher store
+	// Card has State VoucherUsed, UsedBy and UsedAt set; the engine sets
+	// CreditSeq to the credit's journal Seq.
+	Card Voucher
+}
+
+// Fits reports whether c may ride on the change whose journal entry is e on
+// account id: a used card, for that beneficiary, of exactly the credited
+// value, and the entry a voucher top-up. Storage refuses any other pairing,
+// which would record a card as paying for a credit it did not make.
+func (c *CardUse) Fits(id SubscriberID, e *Entry) bool {
+	return c.Card.State == VoucherUsed && c.Card.UsedBy == id && e.Seq != 0 &&
+		e.Kind == EntryTopUp && e.Channel == ChannelVoucher && e.Amount == c.Card.Value
 }
 
 // VoucherResult is the outcome of a redemption attempt. Stored nowhere;

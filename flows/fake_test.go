@@ -29,6 +29,9 @@ type engine struct {
 	intercept func(cmd *charging.Command) (charging.Outcome, error, bool)
 	// yield lets another goroutine run before each command: races meet.
 	yield bool
+	// cardUsed receives the card a credit carries, as the actor puts it in
+	// the credit's batch (Change.Card).
+	cardUsed func(*charging.CardUse)
 }
 
 func newEngine(now time.Time) *engine {
@@ -67,6 +70,11 @@ func (e *engine) Execute(cmd *charging.Command) (charging.Outcome, error) {
 	out, eff := a.Apply(&e.cfg, cmd, e.now)
 	if eff.Dirty && cmd.Kind.Mutates() {
 		e.records[rk] = out
+	}
+	if cmd.Card != nil && eff.Entry.Seq != 0 && e.cardUsed != nil {
+		u := *cmd.Card
+		u.Card.CreditSeq = eff.Entry.Seq
+		e.cardUsed(&u)
 	}
 	if eff.Entry.Seq != 0 {
 		e.journal[cmd.Subscriber] = append(e.journal[cmd.Subscriber], eff.Entry)
@@ -169,9 +177,10 @@ type vouchers struct {
 }
 
 type card struct {
+	lock    *sync.Mutex // held from a VoucherOK Redeem to its Release
 	rec     charging.Voucher
 	hash    [32]byte
-	pending bool
+	pending bool // a marker of an older build (markPending)
 }
 
 func newVouchers() *vouchers { return &vouchers{cards: map[charging.VoucherCode]*card{}} }
@@ -181,7 +190,7 @@ func (v *vouchers) add(code string, value charging.Amount, expiry time.Time) {
 	// Hashes in another order than the cards are added (97 is prime to
 	// 251), as real ones are: listings go by hash.
 	h := [32]byte{byte((len(v.cards)*97 + 1) % 251)}
-	v.cards[c] = &card{rec: charging.Voucher{Value: value, State: charging.VoucherActive, Expiry: expiry.Unix()}, hash: h}
+	v.cards[c] = &card{lock: new(sync.Mutex), rec: charging.Voucher{Value: value, State: charging.VoucherActive, Expiry: expiry.Unix()}, hash: h}
 }
 
 func (v *vouchers) byHash(h [32]byte) *card {
@@ -193,22 +202,51 @@ func (v *vouchers) byHash(h [32]byte) *card {
 	return nil
 }
 
+// Redeem decides as storage does: under the card's lock, which a VoucherOK
+// answer keeps until Release; the card is marked only by its credit
+// (engine.cardUsed).
 func (v *vouchers) Redeem(code charging.VoucherCode, caller, to charging.SubscriberID, now time.Time) (Redemption, error) {
 	v.mu.Lock()
-	defer v.mu.Unlock()
 	c := v.cards[code]
+	v.mu.Unlock()
 	r := Redemption{Beneficiary: to}
 	if c == nil {
 		r.Result = charging.RedeemVoucher(nil, false, to, now)
 		return r, nil
 	}
-	r.Hash, r.Value = c.hash, c.rec.Value
-	if r.Result = charging.RedeemVoucher(&c.rec, false, to, now); r.Result == charging.VoucherOK {
-		c.pending = true
+	c.lock.Lock()
+	v.mu.Lock()
+	rec := c.rec
+	v.mu.Unlock()
+	r.Hash, r.Value = c.hash, rec.Value
+	if r.Result = charging.RedeemVoucher(&rec, false, to, now); r.Result != charging.VoucherOK {
+		c.lock.Unlock()
+		return r, nil
 	}
 	r.Credit = charging.Command{Kind: charging.KindTopUp, Channel: charging.ChannelVoucher, Key: "V/" + string(rune('a'+c.hash[0])),
-		Subscriber: to, Amount: c.rec.Value}
+		Subscriber: to, Amount: rec.Value, Card: &charging.CardUse{Hash: c.hash, Card: rec}}
+	r.Release = c.lock.Unlock
 	return r, nil
+}
+
+// use records a card as its credit's batch writes it.
+func (v *vouchers) use(u *charging.CardUse) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.byHash(u.Hash).rec = u.Card
+}
+
+// markPending leaves code as a build before the one-batch protocol did
+// when it crashed between marking a card and crediting it: used by to,
+// with a pending marker.
+func (v *vouchers) markPending(code charging.VoucherCode, to charging.SubscriberID, now time.Time) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	c := v.cards[code]
+	if charging.RedeemVoucher(&c.rec, false, to, now) != charging.VoucherOK {
+		panic("fake vouchers: markPending of a card that is not active")
+	}
+	c.pending = true
 }
 
 func (v *vouchers) Complete(h [32]byte, seq uint64) error {

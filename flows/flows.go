@@ -26,18 +26,26 @@ type Redemption struct {
 	Beneficiary charging.SubscriberID
 	BarredUntil int64 // Unix seconds, with VoucherBarred
 	// Credit is the top-up that credits the card (storage's
-	// Redemption.Command(): key "V/<hash>").
+	// Redemption.Command(): key "V/<hash>"). A live redemption's carries
+	// the card (Command.Card), which becomes used in the credit's batch.
 	Credit charging.Command
+	// Release unlocks the card of a VoucherOK Redeem once its credit is
+	// answered (nil for a pending marker).
+	Release func()
 }
 
 // Vouchers is the durable half of redemption (storage.Vouchers).
 type Vouchers interface {
+	// Redeem decides on code for caller and beneficiary. On VoucherOK it
+	// writes nothing and holds the card until Release: the card becomes
+	// used in the batch of its credit (Credit).
 	Redeem(code charging.VoucherCode, caller, beneficiary charging.SubscriberID, now time.Time) (Redemption, error)
+	// Pending lists up to limit pending markers left by builds before the
+	// one-batch protocol, in hash order, starting after the hash after
+	// (nil: from the first); Complete and Revert finish one.
+	Pending(after *[32]byte, limit int) ([]Redemption, error)
 	Complete(hash [32]byte, seq uint64) error
 	Revert(hash [32]byte) error
-	// Pending lists up to limit open redemptions in hash order, starting
-	// after the hash after (nil: from the first).
-	Pending(after *[32]byte, limit int) ([]Redemption, error)
 }
 
 // Transfers is the transfer record store (storage.Transfers).
@@ -77,7 +85,6 @@ type Fixed interface {
 // Failpoint names, for Config.Failpoint: tests crash the process there.
 const (
 	FailTransferAfterDebit = "transfer-after-debit"
-	FailRedeemAfterMark    = "redeem-after-mark"
 	FailPaymentAfterDebit  = "payment-after-debit"
 )
 
@@ -137,7 +144,9 @@ var ErrDrivenElsewhere = errors.New("flows: the record is being finished by the 
 // about its minimum age plus an interval, or by Recover at the next start.
 // The subscriber must be told the operation is being processed, not that it
 // failed: repeating it would start another operation. A refusal is a
-// Result, never this error; an error without it changed nothing durable.
+// Result, never this error. An error without it left nothing half-way:
+// nothing durable, or (a redemption's credit cut off by an engine failure)
+// a card used together with its credit, which a repeat finds used.
 var ErrInProgress = errors.New("flows: the operation is recorded and will be finished")
 
 // inProgress marks err, if any, as ErrInProgress.
@@ -270,18 +279,16 @@ func (f *Flows) Inquire(id charging.SubscriberID) (Result, error) {
 	return Result{Account: out.Result, Outcome: out, Subscriber: id}, err
 }
 
-// Redeem redeems code dialled by caller for beneficiary. The beneficiary
-// must exist before the card is touched, so a mistyped MSISDN never marks
-// a card used, even for a moment.
+// Redeem redeems code dialled by caller for beneficiary. One durable batch
+// both credits the beneficiary and uses the card (storage's "Redemption
+// protocol"), so there is no half-way state: a refused credit (no such
+// beneficiary, balance limit, overload) leaves the card active, and an
+// engine error leaves the card used with its credit or neither, so
+// repeating the redemption is always safe.
 func (f *Flows) Redeem(caller, beneficiary charging.SubscriberID, code charging.VoucherCode) (Result, error) {
 	res := Result{Subscriber: beneficiary}
 	if f.cfg.Vouchers == nil {
 		return res, ErrNotConfigured
-	}
-	ok, err := f.exists(beneficiary, &res, beneficiary != caller)
-	if err != nil || !ok {
-		f.metrics.redeemed(&res, err)
-		return res, err
 	}
 	r, err := f.cfg.Vouchers.Redeem(code, caller, beneficiary, f.now())
 	if err != nil {
@@ -293,23 +300,19 @@ func (f *Flows) Redeem(caller, beneficiary charging.SubscriberID, code charging.
 		f.metrics.redeemed(&res, nil)
 		return res, nil
 	}
-	f.failpoint(FailRedeemAfterMark)
-	k := redemptionKey(r.Hash)
-	if f.records.claim(k) {
-		// The re-driver took the card first (the mark is older than the
-		// re-driver's minimum age): it credits or reverts it.
-		f.records.release(k, true)
-		f.metrics.redeemed(&res, ErrDrivenElsewhere)
-		return res, inProgress(ErrDrivenElsewhere)
+	out, err := f.cfg.Engine.Execute(&r.Credit)
+	r.Release()
+	if err != nil {
+		f.metrics.redeemed(&res, err)
+		return res, fmt.Errorf("flows: credit voucher: %w", err)
 	}
-	err = f.creditRedemption(&r, &res, beneficiary != caller, driveLive)
-	f.records.release(k, true)
-	f.metrics.redeemed(&res, err)
-	return res, inProgress(err)
+	res.Account, res.Outcome, res.ByReceiver = out.Result, out, beneficiary != caller
+	f.metrics.redeemed(&res, nil)
+	return res, nil
 }
 
-// creditRedemption is steps 2–3 of the redemption protocol: credit, then
-// Complete, or Revert if the credit was refused.
+// creditRedemption finishes a pending marker of an older build: credit,
+// then Complete, or Revert if the credit was refused.
 func (f *Flows) creditRedemption(r *Redemption, res *Result, other bool, d drive) error {
 	out, err := f.leg(&r.Credit)
 	if err != nil {

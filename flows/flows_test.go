@@ -1,6 +1,8 @@
 package flows
 
 import (
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,6 +25,7 @@ func setup(t *testing.T) (*Flows, *engine, *transfers, *vouchers, *prometheus.Re
 	e.provision(alice, charging.Euros(10))
 	e.provision(bob, charging.Euros(1))
 	tr, v := newTransfers(), newVouchers()
+	e.cardUsed = v.use
 	reg := prometheus.NewRegistry()
 	f := New(Config{Engine: e, Transfers: tr, Vouchers: v, Rules: charging.DemoTransferRules(),
 		Catalogue: charging.DemoCatalogue(), PaymentFee: charging.USSDPaymentFee, Now: func() time.Time { return t0 }, Registerer: reg})
@@ -122,21 +125,28 @@ func TestRedeem(t *testing.T) {
 	v.add("1234567890123456", charging.Euros(5), t0.Add(time.Hour))
 	code, _ := charging.ParseVoucherCode("1234567890123456")
 
-	// An unknown beneficiary never touches the card.
+	// An unknown beneficiary is refused by the credit, which then writes
+	// nothing: the card stays active.
 	res, err := f.Redeem(alice, carol, code)
 	require.NoError(t, err)
 	require.Equal(t, charging.ResultUnknownSubscriber, res.Account)
 	require.True(t, res.ByReceiver)
-	require.Zero(t, res.Voucher)
-	require.Equal(t, charging.VoucherActive, v.cards[code].rec.State)
+	require.False(t, res.OK())
+	require.Equal(t, charging.VoucherActive, v.card(code).rec.State)
 
 	res, err = f.Redeem(alice, bob, code)
 	require.NoError(t, err)
 	require.True(t, res.OK(), "%+v", res)
 	require.Equal(t, charging.Euros(6), e.balance(bob))
 	require.Equal(t, bob, res.Subscriber)
-	require.NotZero(t, v.cards[code].rec.CreditSeq)
-	require.False(t, v.cards[code].pending)
+	// The card was used by its credit, with the credit's journal entry.
+	c := v.card(code)
+	require.Equal(t, charging.VoucherUsed, c.rec.State)
+	require.Equal(t, bob, c.rec.UsedBy)
+	credit := e.journal[bob][len(e.journal[bob])-1]
+	require.Equal(t, credit.Seq, c.rec.CreditSeq)
+	require.Equal(t, res.Outcome.Seq, credit.Seq)
+	require.False(t, c.pending)
 
 	res, _ = f.Redeem(alice, alice, code)
 	require.Equal(t, charging.VoucherAlreadyUsed, res.Voucher)
@@ -146,8 +156,8 @@ func TestRedeem(t *testing.T) {
 	require.Equal(t, 1.0, value(f.metrics.redemptions["ok"]))
 }
 
-// A refused credit (balance limit) reverts the card: it is not burned.
-func TestRedeemRevertsRefusedCredit(t *testing.T) {
+// A refused credit (balance limit) leaves the card active: it is not burned.
+func TestRedeemRefusedCreditLeavesCardActive(t *testing.T) {
 	f, e, _, v, _ := setup(t)
 	v.add("1111222233334444", charging.Euros(20), t0.Add(time.Hour))
 	code, _ := charging.ParseVoucherCode("1111222233334444")
@@ -159,13 +169,75 @@ func TestRedeemRevertsRefusedCredit(t *testing.T) {
 	require.False(t, v.cards[code].pending)
 }
 
-// A crash between marking the card and its credit: Recover credits it once.
-func TestRedeemRecovery(t *testing.T) {
+// An engine error on the credit leaves nothing half-way (the card is used
+// with its credit or not at all): it is not ErrInProgress, nothing is left
+// for the re-driver, and repeating the redemption credits the card once.
+func TestRedeemEngineErrorLeavesNothingOpen(t *testing.T) {
+	f, e, _, v, _ := setupRedrive(t)
+	v.add("1212343456567878", charging.Euros(5), t0.Add(time.Hour))
+	code, _ := charging.ParseVoucherCode("1212343456567878")
+	var on atomic.Bool
+	on.Store(true)
+	failVoucherCredits(e, &on)
+	_, err := f.Redeem(alice, alice, code)
+	require.ErrorIs(t, err, errEngine)
+	require.NotErrorIs(t, err, ErrInProgress)
+	require.Equal(t, charging.VoucherActive, v.card(code).rec.State)
+	require.Equal(t, Recovered{}, open(t, f))
+
+	on.Store(false)
+	res, err := f.Redeem(alice, alice, code)
+	require.NoError(t, err)
+	require.True(t, res.OK(), "%+v", res)
+	res, err = f.Redeem(alice, alice, code)
+	require.NoError(t, err)
+	require.Equal(t, charging.VoucherAlreadyUsed, res.Voucher)
+	require.Equal(t, charging.Euros(15), e.balance(alice))
+}
+
+// Many subscribers redeem one card at once: the card's lock, held until its
+// credit is answered, lets exactly one of them be credited.
+func TestRedeemConcurrentCreditsOnce(t *testing.T) {
+	f, e, _, v, _ := setup(t)
+	e.yield = true
+	v.add("5555666677778888", charging.Euros(10), t0.Add(time.Hour))
+	code, _ := charging.ParseVoucherCode("5555666677778888")
+	const n = 16
+	ids := make([]charging.SubscriberID, n)
+	for i := range ids {
+		ids[i] = charging.SubscriberID(38345000000 + i)
+		e.provision(ids[i], 0)
+	}
+	var wg sync.WaitGroup
+	var ok atomic.Int32
+	for _, id := range ids {
+		wg.Go(func() {
+			res, err := f.Redeem(id, id, code)
+			require.NoError(t, err)
+			if res.OK() {
+				ok.Add(1)
+			} else {
+				require.Equal(t, charging.VoucherAlreadyUsed, res.Voucher)
+			}
+		})
+	}
+	wg.Wait()
+	require.Equal(t, int32(1), ok.Load())
+	var credited charging.Amount
+	for _, id := range ids {
+		credited += e.balance(id)
+	}
+	require.Equal(t, charging.Euros(10), credited)
+	require.Equal(t, e.balance(v.card(code).rec.UsedBy), charging.Euros(10))
+}
+
+// A pending marker left by an older build (a crash between marking the card
+// and its credit): Recover credits it once.
+func TestRedeemRecoveryOfOlderMarker(t *testing.T) {
 	f, e, _, v, _ := setup(t)
 	v.add("9999888877776666", charging.Euros(10), t0.Add(time.Hour))
 	code, _ := charging.ParseVoucherCode("9999888877776666")
-	_, err := v.Redeem(code, alice, alice, t0)
-	require.NoError(t, err)
+	v.markPending(code, alice, t0)
 	for range 2 {
 		_, err := f.Recover()
 		require.NoError(t, err)

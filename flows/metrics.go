@@ -74,14 +74,13 @@ func (m *metrics) redeemed(res *Result, err error) {
 	switch {
 	case err != nil:
 		inc(m.redemptions, labelError)
-	case res.Voucher == 0 && res.Account == charging.ResultUnknownSubscriber:
-		inc(m.redemptions, charging.VoucherWrongSubscriber.String())
-	case res.Voucher == 0:
-		inc(m.redemptions, labelCreditRefused)
 	case res.Voucher != charging.VoucherOK:
 		inc(m.redemptions, res.Voucher.String())
 	case res.Account == charging.ResultOK:
 		inc(m.redemptions, labelOK)
+	case res.Account == charging.ResultUnknownSubscriber:
+		// The card was good; the credit found no such beneficiary.
+		inc(m.redemptions, charging.VoucherWrongSubscriber.String())
 	default:
 		inc(m.redemptions, labelCreditRefused)
 	}

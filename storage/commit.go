@@ -168,6 +168,11 @@ func validateChange(c *charging.Change) error {
 	if c.RefundOf != 0 && (c.Entry.Seq == 0 || c.RefundOf >= c.Entry.Seq) {
 		return fmt.Errorf("refund of %d needs a later journal entry, got %d", c.RefundOf, c.Entry.Seq)
 	}
+	if c.Card != nil && (!c.Card.Fits(c.Account.ID, &c.Entry) || c.Card.Card.CreditSeq != c.Entry.Seq) {
+		return fmt.Errorf("account %d: card %d (%v, used by %d, %d, credit %d) does not pay for entry %d (%v of %d)",
+			c.Account.ID, c.Card.Card.Serial, c.Card.Card.State, c.Card.Card.UsedBy, c.Card.Card.Value, c.Card.Card.CreditSeq,
+			c.Entry.Seq, c.Entry.Kind, c.Entry.Amount)
+	}
 	return nil
 }
 
@@ -204,6 +209,13 @@ func (s *Store) put(b *pebble.Batch, c *charging.Change) error {
 	if err == nil && c.RefundOf != 0 {
 		s.keyBuf = appendRefundedKey(s.keyBuf[:0], id, c.RefundOf)
 		s.buf = appendRefunded(s.buf[:0], c.Entry.Seq)
+		err = b.Set(s.keyBuf, s.buf, nil)
+	}
+	if err == nil && c.Card != nil {
+		// The card becomes used in its credit's batch (vouchers.go,
+		// "Redemption protocol").
+		s.keyBuf = voucherKey(s.keyBuf[:0], (*VoucherHash)(&c.Card.Hash))
+		s.buf = appendVoucher(s.buf[:0], &c.Card.Card)
 		err = b.Set(s.keyBuf, s.buf, nil)
 	}
 	if err != nil {

@@ -2,6 +2,7 @@ package storage
 
 import (
 	crand "crypto/rand"
+	"math/rand/v2"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -10,56 +11,76 @@ import (
 	"github.com/ocs-engine/ocs/charging"
 )
 
-// A redemption's mark is written without fsync, because the credit that
-// follows is a synced batch later in the same write-ahead log. After a power
-// loss the mark must be there whenever the credit is; when no synced write
-// followed it, losing it is allowed and leaves the card active, never used
-// without a credit.
-func TestRedemptionMarkIsDurableWithTheCredit(t *testing.T) {
-	fs := vfs.NewCrashableMem()
-	s, v := vchOpen(t, "db", fs)
-	rows := vchGenerate(t, v, 1, 2, crand.Reader)
-	const beneficiary = charging.SubscriberID(38349000001)
+// A card becomes used in the batch of its credit. Whatever a power loss
+// keeps of batches that were applied but not yet synced, a card is used if
+// and only if its credit is in the journal, with that credit's Seq: never
+// burned without a credit, never credited and still active.
+func TestRedemptionCardAndCreditAreOneBatch(t *testing.T) {
+	const cards = 12
+	for seed := range uint64(8) {
+		fs := vfs.NewCrashableMem()
+		s, v := vchOpen(t, "db", fs)
+		rows := vchGenerate(t, v, 1, cards, crand.Reader)
+		const beneficiary = charging.SubscriberID(38349000001)
+		e := newVchEngine(t, s)
+		e.provision(beneficiary)
 
-	// Card 0: mark, then a synced credit, as the engine makes it.
-	r, err := v.Redeem(rows[0].code, beneficiary, beneficiary, vchNow)
-	require.NoError(t, err)
-	require.Equal(t, charging.VoucherOK, r.Result)
-	cfg := charging.DemoConfig()
-	a, _, eff := charging.NewAccount(&cfg, &charging.Command{Kind: charging.KindProvision, Subscriber: beneficiary}, vchNow)
-	require.NoError(t, s.Commit([]charging.Change{{Account: a, Entry: eff.Entry, Created: true}}))
-	// Card 1: marked, and then the power fails before any synced write.
-	r1, err := v.Redeem(rows[1].code, beneficiary, beneficiary, vchNow)
-	require.NoError(t, err)
-	require.Equal(t, charging.VoucherOK, r1.Result)
+		// The first cards are credited and acknowledged (synced); the rest
+		// are applied as the committer applies a batch, and the power fails
+		// before their fsync.
+		acked := cards / 2
+		for i, row := range rows {
+			r, err := v.Redeem(row.code, beneficiary, beneficiary, vchNow)
+			require.NoError(t, err)
+			require.Equal(t, charging.VoucherOK, r.Result)
+			if i < acked {
+				require.Equal(t, charging.ResultOK, e.credit(&r).Result)
+				continue
+			}
+			cmd := r.Command()
+			a, _, err := s.LoadAccount(beneficiary)
+			require.NoError(t, err)
+			out, eff := a.Apply(&e.cfg, &cmd, vchNow)
+			require.Equal(t, charging.ResultOK, out.Result)
+			card := *cmd.Card
+			card.Card.CreditSeq = eff.Entry.Seq
+			p, err := s.Apply([]charging.Change{{Account: a, Entry: eff.Entry, Key: cmd.Key, Card: &card,
+				Request: charging.RequestRecord{Fingerprint: cmd.Fingerprint(), Kind: cmd.Kind, Outcome: out}}})
+			require.NoError(t, err)
+			_ = p // never waited for: the power fails first
+			r.Release()
+		}
+		rng := rand.New(rand.NewPCG(seed, 3))
+		image := fs.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: rng.IntN(101), RNG: rng})
+		require.NoError(t, s.Close())
 
-	image := fs.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: 0})
-	require.NoError(t, s.Close())
-	s2, v2 := vchOpen(t, "db", image)
-	defer s2.Close()
-
-	_, rec, err := v2.BySerial(rows[0].serial)
-	require.NoError(t, err)
-	require.Equal(t, charging.VoucherUsed, rec.State, "the synced write after the mark made it durable")
-	pending, err := v2.Pending(nil, 10)
-	require.NoError(t, err)
-	pendingOf := map[VoucherHash]bool{}
-	for _, p := range pending {
-		pendingOf[p.Hash] = true
-	}
-	require.True(t, pendingOf[r.Hash], "card 0 awaits its credit's completion")
-
-	// Card 1's mark had no synced write after it: it may be lost (the card
-	// is active again) or kept, but a used card always has its pending
-	// credit, so recovery credits it.
-	_, rec, err = v2.BySerial(rows[1].serial)
-	require.NoError(t, err)
-	switch rec.State {
-	case charging.VoucherActive:
-		require.False(t, pendingOf[r1.Hash], "an active card has no pending credit")
-	case charging.VoucherUsed:
-		require.True(t, pendingOf[r1.Hash], "a used card without its pending credit would be burned for nothing")
-	default:
-		t.Fatalf("card 1 is %v", rec.State)
+		s2, v2 := vchOpen(t, "db", image)
+		hist, err := s2.History(beneficiary, 0, 100)
+		require.NoError(t, err)
+		credits := map[uint64]bool{}
+		for _, en := range hist {
+			if en.Channel == charging.ChannelVoucher {
+				credits[en.Seq] = true
+			}
+		}
+		used := 0
+		for i, row := range rows {
+			_, rec, err := v2.BySerial(row.serial)
+			require.NoError(t, err)
+			switch rec.State {
+			case charging.VoucherUsed:
+				used++
+				require.True(t, credits[rec.CreditSeq], "seed %d card %d: used without its credit %d", seed, i, rec.CreditSeq)
+			case charging.VoucherActive:
+				require.GreaterOrEqual(t, i, acked, "seed %d card %d: an acknowledged redemption was lost", seed, i)
+			default:
+				t.Fatalf("seed %d card %d is %v", seed, i, rec.State)
+			}
+		}
+		require.Equal(t, len(credits), used, "seed %d: a credit without its card used", seed)
+		pending, err := v2.Pending(nil, 100)
+		require.NoError(t, err)
+		require.Empty(t, pending, "the one-batch protocol leaves no marker")
+		require.NoError(t, s2.Close())
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/stretchr/testify/require"
 
@@ -148,11 +149,81 @@ func TestVoucherGenerateDrawsAgainOnCollision(t *testing.T) {
 	}
 }
 
+// vchEngine credits redemptions as the engine does: the credit command
+// applied to the beneficiary's account, and the card, with the credit's
+// journal Seq, in the same synced batch (Change.Card). Safe for concurrent
+// use (Commit is called by one goroutine at a time).
+type vchEngine struct {
+	t   testing.TB
+	s   *Store
+	cfg charging.Config
+	mu  sync.Mutex
+}
+
+func newVchEngine(t testing.TB, s *Store) *vchEngine {
+	return &vchEngine{t: t, s: s, cfg: charging.DemoConfig()}
+}
+
+func (e *vchEngine) provision(ids ...charging.SubscriberID) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, id := range ids {
+		a, _, eff := charging.NewAccount(&e.cfg, &charging.Command{Kind: charging.KindProvision, Subscriber: id}, vchNow)
+		require.NoError(e.t, e.s.Commit([]charging.Change{{Account: a, Entry: eff.Entry, Created: true}}))
+	}
+}
+
+// credit runs r's credit and then releases the card, as flows.Redeem does.
+func (e *vchEngine) credit(r *Redemption) charging.Outcome {
+	defer r.Release()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	cmd := r.Command()
+	a, found, err := e.s.LoadAccount(cmd.Subscriber)
+	require.NoError(e.t, err)
+	if !found {
+		return charging.Outcome{Result: charging.ResultUnknownSubscriber}
+	}
+	out, eff := a.Apply(&e.cfg, &cmd, vchNow)
+	if !eff.Dirty {
+		return out
+	}
+	c := charging.Change{Account: a, Entry: eff.Entry, Key: cmd.Key,
+		Request: charging.RequestRecord{Fingerprint: cmd.Fingerprint(), Kind: cmd.Kind, Outcome: out}}
+	if cmd.Card != nil {
+		card := *cmd.Card
+		card.Card.CreditSeq = eff.Entry.Seq
+		c.Card = &card
+	}
+	require.NoError(e.t, e.s.Commit([]charging.Change{c}))
+	return out
+}
+
+// vchMarkPending leaves code as a build before the one-batch protocol did
+// when it crashed between marking a card and its credit: used by to, with
+// a pending marker.
+func vchMarkPending(t testing.TB, v *Vouchers, code charging.VoucherCode, to charging.SubscriberID) VoucherHash {
+	t.Helper()
+	h, rec, found, unlock, err := v.findLocked(code)
+	require.NoError(t, err)
+	require.True(t, found)
+	defer unlock()
+	require.Equal(t, charging.VoucherOK, charging.RedeemVoucher(&rec, false, to, vchNow))
+	b := v.db.NewBatch()
+	defer b.Close()
+	require.NoError(t, b.Set(voucherKey(nil, &h), appendVoucher(nil, &rec), nil))
+	require.NoError(t, b.Set(voucherPendingKey(nil, &h), appendVoucherPending(nil, to, rec.Value, vchNow.Unix()), nil))
+	require.NoError(t, b.Commit(pebble.NoSync))
+	return h
+}
+
 func TestVoucherRedeemLifecycle(t *testing.T) {
 	dir := t.TempDir()
 	s, v := vchOpen(t, dir, nil)
 	rows := vchGenerate(t, v, 3, 20, nil)
 	const caller, other charging.SubscriberID = 38344000001, 38349000002
+	e := newVchEngine(t, s)
+	e.provision(caller, other)
 	r, err := v.Redeem(rows[0].code, caller, other, vchNow)
 	require.NoError(t, err)
 	require.Equal(t, charging.VoucherOK, r.Result)
@@ -162,38 +233,51 @@ func TestVoucherRedeemLifecycle(t *testing.T) {
 	require.Equal(t, charging.ChannelVoucher, cmd.Channel)
 	require.Equal(t, other, cmd.Subscriber)
 	require.Len(t, cmd.Key, 34)
+	require.NotNil(t, cmd.Card, "the credit carries the card")
+	require.Equal(t, [32]byte(r.Hash), cmd.Card.Hash)
+	require.Equal(t, charging.VoucherUsed, cmd.Card.Card.State)
+	require.Equal(t, other, cmd.Card.Card.UsedBy)
+	// Nothing is written before the credit.
+	_, rec, err := v.BySerial(rows[0].serial)
+	require.NoError(t, err)
+	require.Equal(t, charging.VoucherActive, rec.State)
+	out := e.credit(&r)
+	require.Equal(t, charging.ResultOK, out.Result)
 	r2, err := v.Redeem(rows[0].code, caller, caller, vchNow)
 	require.NoError(t, err)
 	require.Equal(t, charging.VoucherAlreadyUsed, r2.Result)
 
-	// The pending credit survives a reopen: recovery finds it.
+	// The card was used in its credit's batch, which survives a reopen;
+	// no marker is left to finish.
 	require.NoError(t, s.Close())
 	s, v = vchOpen(t, dir, nil)
 	defer s.Close()
+	e = newVchEngine(t, s)
 	p, err := v.Pending(nil, 10)
 	require.NoError(t, err)
-	require.Len(t, p, 1)
-	require.Equal(t, r.Hash, p[0].Hash)
-	require.Equal(t, r.Command(), p[0].Command(), "a re-driven credit carries the same request key")
-	require.NoError(t, v.Complete(r.Hash, 9))
-	p, err = v.Pending(nil, 10)
-	require.NoError(t, err)
 	require.Empty(t, p)
-	_, rec, err := v.BySerial(rows[0].serial)
+	_, rec, err = v.BySerial(rows[0].serial)
 	require.NoError(t, err)
 	require.Equal(t, charging.VoucherUsed, rec.State)
 	require.Equal(t, other, rec.UsedBy)
-	require.Equal(t, uint64(9), rec.CreditSeq)
+	require.Equal(t, out.Seq, rec.CreditSeq)
+	hist, err := s.History(other, 0, 1)
+	require.NoError(t, err)
+	require.Equal(t, rec.CreditSeq, hist[0].Seq)
+	require.Equal(t, charging.ChannelVoucher, hist[0].Channel)
 	require.ErrorIs(t, v.Revert(r.Hash), ErrVoucherNotPending, "a credited card cannot be reverted")
 
-	// A refused credit reverts the card, which can then be redeemed.
+	// A refused credit (no such beneficiary) writes nothing: the card stays
+	// active and can then be redeemed.
 	r3, err := v.Redeem(rows[1].code, caller, 38349999999, vchNow)
 	require.NoError(t, err)
 	require.Equal(t, charging.VoucherOK, r3.Result)
-	require.NoError(t, v.Revert(r3.Hash))
+	require.Equal(t, charging.ResultUnknownSubscriber, e.credit(&r3).Result)
 	r4, err := v.Redeem(rows[1].code, caller, caller, vchNow)
 	require.NoError(t, err)
 	require.Equal(t, charging.VoucherOK, r4.Result)
+	r4.Release() // as if the credit were refused
+	r4.Release() // and a second Release does nothing
 
 	// Expiry.
 	r5, err := v.Redeem(rows[2].code, caller, caller, vchNow.Add(365*24*time.Hour))
@@ -213,6 +297,7 @@ func TestVoucherRedeemLifecycle(t *testing.T) {
 	r7, err := v.Redeem(rows[4].code, caller, caller, vchNow)
 	require.NoError(t, err)
 	require.Equal(t, charging.VoucherOK, r7.Result)
+	r7.Release()
 	require.NoError(t, v.BlockBatch(3))
 	r8, err := v.Redeem(rows[5].code, caller, caller, vchNow)
 	require.NoError(t, err)
@@ -222,21 +307,68 @@ func TestVoucherRedeemLifecycle(t *testing.T) {
 	require.ErrorIs(t, err, ErrVoucherNotFound)
 }
 
+// A pending marker left by an older build survives a reopen, is listed
+// with the credit it awaits (no card: the card is marked already), and is
+// finished by Complete or Revert, each once.
+func TestVoucherPendingMarkerOfOlderBuild(t *testing.T) {
+	dir := t.TempDir()
+	s, v := vchOpen(t, dir, nil)
+	rows := vchGenerate(t, v, 3, 3, nil)
+	const caller charging.SubscriberID = 38344000001
+	h := vchMarkPending(t, v, rows[0].code, caller)
+	h1 := vchMarkPending(t, v, rows[1].code, caller)
+	r, err := v.Redeem(rows[0].code, caller, caller, vchNow)
+	require.NoError(t, err)
+	require.Equal(t, charging.VoucherAlreadyUsed, r.Result)
+	require.NoError(t, s.Close())
+	s, v = vchOpen(t, dir, nil)
+	defer s.Close()
+	p, err := v.Pending(nil, 10)
+	require.NoError(t, err)
+	require.Len(t, p, 2)
+	byHash := map[VoucherHash]*Redemption{p[0].Hash: &p[0], p[1].Hash: &p[1]}
+	cmd := byHash[h].Command()
+	require.Nil(t, cmd.Card)
+	require.Equal(t, RedemptionKey(h), cmd.Key, "a re-driven credit carries the card's request key")
+	require.Equal(t, caller, cmd.Subscriber)
+	require.Equal(t, charging.Euros(10), cmd.Amount)
+
+	require.NoError(t, v.Complete(h, 9))
+	_, rec, err := v.BySerial(rows[0].serial)
+	require.NoError(t, err)
+	require.Equal(t, charging.VoucherUsed, rec.State)
+	require.Equal(t, uint64(9), rec.CreditSeq)
+	require.ErrorIs(t, v.Revert(h), ErrVoucherNotPending, "a credited card cannot be reverted")
+
+	require.NoError(t, v.Revert(h1))
+	_, rec, err = v.BySerial(rows[1].serial)
+	require.NoError(t, err)
+	require.Equal(t, charging.VoucherActive, rec.State, "a refused credit does not burn the card")
+	p, err = v.Pending(nil, 10)
+	require.NoError(t, err)
+	require.Empty(t, p)
+}
+
 // TestVoucherConcurrentRedeemExactlyOne: many subscribers redeem one code
-// at the same instant; exactly one wins, every other is told it is used.
+// at the same instant, each crediting its card as the engine does; exactly
+// one wins, every other is told it is used, and the card records the
+// winner's credit.
 func TestVoucherConcurrentRedeemExactlyOne(t *testing.T) {
 	s, v := vchOpen(t, "", vfs.NewMem())
 	defer s.Close()
 	rows := vchGenerate(t, v, 4, 8, nil)
 	const goroutines = 64
+	e := newVchEngine(t, s)
+	for i := range goroutines {
+		e.provision(charging.SubscriberID(38344000000 + i))
+	}
 	for _, row := range rows {
 		var wg sync.WaitGroup
 		results := make([]charging.VoucherResult, goroutines)
+		seqs := make([]uint64, goroutines)
 		start := make(chan struct{})
 		for i := range goroutines {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
+			wg.Go(func() {
 				<-start
 				id := charging.SubscriberID(38344000000 + i)
 				r, err := v.Redeem(row.code, id, id, vchNow)
@@ -244,25 +376,40 @@ func TestVoucherConcurrentRedeemExactlyOne(t *testing.T) {
 					t.Error(err)
 				}
 				results[i] = r.Result
-			}()
+				if r.Result == charging.VoucherOK {
+					seqs[i] = e.credit(&r).Seq
+				}
+			})
 		}
 		close(start)
 		wg.Wait()
-		wins := 0
-		for _, r := range results {
+		winner := -1
+		for i, r := range results {
 			switch r {
 			case charging.VoucherOK:
-				wins++
+				require.Equal(t, -1, winner, "a second winner")
+				winner = i
 			case charging.VoucherAlreadyUsed:
 			default:
 				t.Fatalf("unexpected result %v", r)
 			}
 		}
-		require.Equal(t, 1, wins)
+		require.NotEqual(t, -1, winner)
+		_, rec, err := v.BySerial(row.serial)
+		require.NoError(t, err)
+		require.Equal(t, charging.SubscriberID(38344000000+winner), rec.UsedBy)
+		require.Equal(t, seqs[winner], rec.CreditSeq)
 	}
+	var credited charging.Amount
+	for i := range goroutines {
+		a, _, err := s.LoadAccount(charging.SubscriberID(38344000000 + i))
+		require.NoError(t, err)
+		credited += a.Balance
+	}
+	require.Equal(t, charging.Amount(len(rows))*charging.Euros(10), credited, "one credit per card")
 	p, err := v.Pending(nil, 100)
 	require.NoError(t, err)
-	require.Len(t, p, len(rows), "one pending credit per card")
+	require.Empty(t, p)
 }
 
 // Pending pages through the markers in hash order, each page after the
@@ -276,15 +423,13 @@ func TestVoucherPendingPagesAfterHash(t *testing.T) {
 	want := map[VoucherHash]bool{}
 	var completed VoucherHash
 	for i, row := range rows {
-		r, err := v.Redeem(row.code, caller, caller, vchNow)
-		require.NoError(t, err)
-		require.Equal(t, charging.VoucherOK, r.Result)
+		h := vchMarkPending(t, v, row.code, caller)
 		if i%4 == 0 {
-			require.NoError(t, v.Complete(r.Hash, uint64(i+1)))
-			completed = r.Hash
+			require.NoError(t, v.Complete(h, uint64(i+1)))
+			completed = h
 			continue
 		}
-		want[r.Hash] = true
+		want[h] = true
 	}
 	pending := func(after *VoucherHash, limit int) ([]Redemption, error) { return v.Pending(after, limit) }
 	hash := func(r *Redemption) VoucherHash { return r.Hash }
@@ -350,10 +495,12 @@ func TestVoucherBruteForceBar(t *testing.T) {
 	r, err = v.Redeem(rows[1].code, guesser+1, guesser+1, fifth)
 	require.NoError(t, err)
 	require.Equal(t, charging.VoucherOK, r.Result)
+	r.Release()
 	// The bar lifts at the configured instant.
 	r, err = v.Redeem(rows[0].code, guesser, guesser, fifth.Add(24*time.Hour))
 	require.NoError(t, err)
 	require.Equal(t, charging.VoucherOK, r.Result)
+	r.Release()
 	barred, err = v.BarredCallers(fifth.Add(24*time.Hour), 10)
 	require.NoError(t, err)
 	require.Empty(t, barred)
@@ -370,6 +517,7 @@ func TestVoucherSecretRotation(t *testing.T) {
 		r, err := v2.Redeem(row.code, 38344000001, 38344000001, vchNow)
 		require.NoError(t, err)
 		require.Equal(t, charging.VoucherOK, r.Result)
+		r.Release()
 	}
 	// Without the old secret the old cards are unknown.
 	v3, err := NewVouchers(s, [][]byte{vchSecret(2)}, charging.DefaultGuardPolicy())
@@ -430,8 +578,9 @@ func BenchmarkVoucherGenerate(b *testing.B) {
 	b.ReportMetric(float64(perOp)*float64(b.N)/time.Since(start).Seconds(), "codes/s")
 }
 
-// BenchmarkVoucherRedeem measures the storage half of a redemption: lookup,
-// lock, synced used+pending write, then Complete.
+// BenchmarkVoucherRedeem measures the storage half of a redemption: the
+// caller's guard, the card's lookup under its lock, the verdict and the
+// release. The card's write rides on the credit's batch (engine's work).
 func BenchmarkVoucherRedeem(b *testing.B) {
 	s, v := vchOpen(b, b.TempDir(), nil)
 	defer s.Close()
@@ -439,23 +588,17 @@ func BenchmarkVoucherRedeem(b *testing.B) {
 	i := 0
 	b.ReportAllocs()
 	for b.Loop() {
-		if i == len(rows) {
-			b.Fatal("out of codes: lower -benchtime")
-		}
-		r, err := v.Redeem(rows[i].code, 38344000001, 38344000001, vchNow)
+		r, err := v.Redeem(rows[i%len(rows)].code, 38344000001, 38344000001, vchNow)
 		if err != nil || r.Result != charging.VoucherOK {
 			b.Fatal(err, r.Result)
 		}
-		if err := v.Complete(r.Hash, 1); err != nil {
-			b.Fatal(err)
-		}
+		r.Release()
 		i++
 	}
 }
 
 // BenchmarkVoucherRedeemConcurrent: 64 callers redeem different cards at
-// once, as the USSD handler does under load; Pebble groups their synced
-// commits. One op = 64 redemptions (+ Complete each).
+// once, as the USSD handler does under load. One op = 64 redemptions.
 func BenchmarkVoucherRedeemConcurrent(b *testing.B) {
 	s, v := vchOpen(b, b.TempDir(), nil)
 	defer s.Close()
@@ -465,27 +608,65 @@ func BenchmarkVoucherRedeemConcurrent(b *testing.B) {
 	b.ReportAllocs()
 	start := time.Now()
 	for b.Loop() {
-		if next+callers > len(rows) {
-			b.Fatal("out of codes: lower -benchtime")
-		}
 		var wg sync.WaitGroup
 		for i := range callers {
-			wg.Add(1)
-			go func(row vchRow) {
-				defer wg.Done()
+			row := rows[(next+i)%len(rows)]
+			wg.Go(func() {
 				id := charging.SubscriberID(38344000000 + i)
 				r, err := v.Redeem(row.code, id, id, vchNow)
 				if err != nil || r.Result != charging.VoucherOK {
 					b.Error(err, r.Result)
 					return
 				}
-				if err := v.Complete(r.Hash, 1); err != nil {
-					b.Error(err)
-				}
-			}(rows[next+i])
+				r.Release()
+			})
 		}
 		wg.Wait()
 		next += callers
 	}
 	b.ReportMetric(float64(next)/time.Since(start).Seconds(), "redemptions/s")
+}
+
+// A card rides only on the credit it pays for: any other pairing is refused
+// before anything is written, so a card can never record a credit it did
+// not make.
+func TestCardOnlyWithItsCredit(t *testing.T) {
+	s, v := vchOpen(t, "", vfs.NewMem())
+	defer s.Close()
+	rows := vchGenerate(t, v, 1, 1, nil)
+	const id, other charging.SubscriberID = 38344000001, 38344000002
+	e := newVchEngine(t, s)
+	e.provision(id)
+	r, err := v.Redeem(rows[0].code, id, id, vchNow)
+	require.NoError(t, err)
+	defer r.Release()
+	cmd := r.Command()
+	a, _, err := s.LoadAccount(id)
+	require.NoError(t, err)
+	out, eff := a.Apply(&e.cfg, &cmd, vchNow)
+	require.Equal(t, charging.ResultOK, out.Result)
+	good := *cmd.Card
+	good.Card.CreditSeq = eff.Entry.Seq
+	bad := map[string]func(c *charging.Change){
+		"credit seq":     func(c *charging.Change) { c.Card.Card.CreditSeq++ },
+		"beneficiary":    func(c *charging.Change) { c.Card.Card.UsedBy = other },
+		"value":          func(c *charging.Change) { c.Card.Card.Value++ },
+		"state":          func(c *charging.Change) { c.Card.Card.State = charging.VoucherActive },
+		"channel":        func(c *charging.Change) { c.Entry.Channel = charging.ChannelElectronic },
+		"without credit": func(c *charging.Change) { c.Entry = charging.Entry{} },
+	}
+	for name, spoil := range bad {
+		card := good
+		c := charging.Change{Account: a, Entry: eff.Entry, Card: &card}
+		spoil(&c)
+		require.ErrorIs(t, s.Commit([]charging.Change{c}), ErrInvalid, name)
+	}
+	_, rec, err := v.BySerial(rows[0].serial)
+	require.NoError(t, err)
+	require.Equal(t, charging.VoucherActive, rec.State, "nothing was written")
+	card := good
+	require.NoError(t, s.Commit([]charging.Change{{Account: a, Entry: eff.Entry, Card: &card}}))
+	_, rec, err = v.BySerial(rows[0].serial)
+	require.NoError(t, err)
+	require.Equal(t, good.Card, rec)
 }

@@ -29,7 +29,9 @@ func redemptionOf(r *storage.Redemption) flows.Redemption {
 
 func (a flowVouchers) Redeem(code charging.VoucherCode, caller, to charging.SubscriberID, now time.Time) (flows.Redemption, error) {
 	r, err := a.v.Redeem(code, caller, to, now)
-	return redemptionOf(&r), err
+	out := redemptionOf(&r)
+	out.Release = r.Release
+	return out, err
 }
 
 func (a flowVouchers) Complete(h [32]byte, seq uint64) error { return a.v.Complete(h, seq) }
