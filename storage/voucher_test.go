@@ -670,3 +670,33 @@ func TestCardOnlyWithItsCredit(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, good.Card, rec)
 }
+
+// A bar outlives a restart: the guards written before are found again
+// (the in-memory set of callers with guards is rebuilt at open), and a
+// caller without one is still free to redeem.
+func TestVoucherBarSurvivesReopen(t *testing.T) {
+	fs := vfs.NewMem()
+	s, v := vchOpen(t, "db", fs)
+	rows := vchGenerate(t, v, 5, 2, nil)
+	const guesser charging.SubscriberID = 38344123456
+	wrong, _ := charging.ParseVoucherCode("0000000000000000")
+	var until int64
+	for range 5 {
+		r, err := v.Redeem(wrong, guesser, guesser, vchNow)
+		require.NoError(t, err)
+		until = max(until, r.BarredUntil)
+	}
+	require.NotZero(t, until)
+	require.NoError(t, s.Close())
+
+	s, v = vchOpen(t, "db", fs)
+	defer s.Close()
+	r, err := v.Redeem(rows[0].code, guesser, guesser, vchNow.Add(time.Hour))
+	require.NoError(t, err)
+	require.Equal(t, charging.VoucherBarred, r.Result)
+	require.Equal(t, until, r.BarredUntil)
+	r, err = v.Redeem(rows[0].code, guesser+1, guesser+1, vchNow.Add(time.Hour))
+	require.NoError(t, err)
+	require.Equal(t, charging.VoucherOK, r.Result)
+	r.Release()
+}
