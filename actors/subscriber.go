@@ -97,7 +97,7 @@ func (s *subscriber) handle(req *request) {
 		_, eff := s.account.Apply(e.charging, &expire, now)
 		expired = eff.Dirty
 	}
-	if cmd.Key != "" && cmd.Kind.Mutates() {
+	if keyed(cmd) {
 		if out, done := s.replay(cmd); done {
 			s.finish(req, cmd, out, charging.Effect{Dirty: expired}, false, nil)
 			return
@@ -110,10 +110,22 @@ func (s *subscriber) handle(req *request) {
 		}
 	}
 	out, eff := s.account.Apply(e.charging, cmd, now)
-	recorded := eff.Dirty && cmd.Key != "" && cmd.Kind.Mutates()
+	recorded := eff.Dirty && keyed(cmd)
 	eff.Dirty = eff.Dirty || expired
 	s.observeState(now)
 	s.finish(req, cmd, out, eff, recorded, &prev)
+}
+
+// keyed reports whether cmd's retries are told apart by its request key:
+// looked up before it runs, recorded with its change. A card's credit
+// (Command.Card) is not, though it has a key: the card itself is its
+// record. The credit runs only while its card, read active under the
+// card's lock, is held (storage's "Redemption protocol"), and the card is
+// written used in the credit's own batch, so a retry finds the card used
+// and never reaches the engine. The look-up would always miss, and the
+// record would be a key written per redemption for nothing.
+func keyed(cmd *charging.Command) bool {
+	return cmd.Key != "" && cmd.Kind.Mutates() && cmd.Card == nil
 }
 
 // load activates the account from the store.
