@@ -203,7 +203,7 @@ type Vouchers struct {
 	// memtable and a filter probe per level, a sixth of a redemption's
 	// storage time in the voucher benchmark's profile. A bit set by
 	// another caller (1 in 2^20 per guard) only costs that read again.
-	guardSeen [guardSeenBits / 64]atomic.Uint64
+	guardSeen  [guardSeenBits / 64]atomic.Uint64
 	generating sync.Mutex // one Generate at a time
 	batches    struct {
 		sync.RWMutex
