@@ -329,9 +329,10 @@ var pointReadOpts = pebble.IterOptions{UseL6Filters: true}
 
 // pointRead reads k through a prefix seek, which a miss answers from the
 // bloom filters; DB.Get skips the last level's filters and searches a data
-// block for every miss. For the reads of every redemption (the caller's
-// guard, nearly always absent, and the card), in the CPU profile of the
-// voucher benchmark they were 40% of the voucher store's time.
+// block for every miss. It is for keys that are nearly always absent (a
+// caller's guard). A key that is nearly always there (a card) is cheaper
+// through DB.Get, which builds no merging iterator: 3.1–3.8 µs against
+// 4.5–4.8 µs a read of 200,000 compacted cards.
 func pointRead(db *pebble.DB, k []byte) ([]byte, bool, error) {
 	it, err := db.NewIter(&pointReadOpts)
 	if err != nil {
@@ -371,7 +372,7 @@ func (v *Vouchers) findLocked(code charging.VoucherCode) (h VoucherHash, rec cha
 		h = v.Hash(code, i)
 		mu := v.lock(&h)
 		mu.Lock()
-		val, ok, err := pointRead(v.db, voucherKey(kb[:0], &h))
+		val, ok, err := getCopy(v.db, voucherKey(kb[:0], &h))
 		if err != nil {
 			mu.Unlock()
 			return h, charging.Voucher{}, false, nil, fmt.Errorf("storage: read voucher: %w", err)
