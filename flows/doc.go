@@ -1,16 +1,20 @@
-// Package flows runs the operations of issue 3 that span more than one
-// durable step: scratch-card redemption (voucher record, then the
-// beneficiary's credit), credit transfer (sender's debit, then receiver's
-// credit, or the sender's reversal) and the *101# package payment (payment
-// record, then the caller's debit, then the fixed account), plus the
-// recovery that finishes each after a crash or a failed leg.
+// Package flows runs the operations of issue 3 that involve more than one
+// store: credit transfer (sender's debit, then receiver's credit, or the
+// sender's reversal) and the *101# package payment (payment record, then
+// the caller's debit, then the fixed account), which span durable steps,
+// plus the recovery that finishes each after a crash or a failed leg; and
+// scratch-card redemption, which is one durable step (the card is used in
+// its credit's own batch: storage/voucher.go), so only pending markers
+// left by builds before that protocol are recovered.
 //
 // # Contracts
 //
 // Every step is idempotent: each account leg carries a request key derived
 // from the durable record it belongs to ("V/<hash>", "T/<id>/d|c|r",
 // "P/<id>"), so re-driving a leg after a crash is a retry that the
-// subscriber's actor answers from its idempotency record. The records'
+// subscriber's actor answers from its idempotency record. A live card
+// credit is the exception: the card, held under its lock until the credit
+// is durable, is its own idempotency record. The records'
 // protocols are documented in storage/voucher.go, storage/transfer.go and
 // storage/fixed.go; this package only sequences them.
 //

@@ -3,8 +3,10 @@ package flows
 // The re-driver: Recover finishes what a crash left open, once, at start;
 // Redrive does the same while the engine runs, for records a failed leg
 // (engine timeout, overload after the leg's retries, a storage error) left
-// open, so that a used card gets its credit and a debited transfer its
-// credit or reversal within about a minute instead of at the next restart.
+// open, so that a debited transfer gets its credit or reversal, a pending
+// payment its debit, and a card marked by a build before the one-batch
+// redemption its credit, within about a minute instead of at the next
+// restart.
 //
 // # Safety against a live drive of the same record
 //
