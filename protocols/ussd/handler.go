@@ -21,7 +21,8 @@ import (
 // means the engine could not answer, and the subscriber is told to retry.
 type Engine interface {
 	// Redeem redeems a scratch card dialled by caller for beneficiary
-	// (storage.Vouchers.Redeem, then the credit, then Complete/Revert).
+	// (storage.Vouchers.Redeem, then the credit that uses the card in its
+	// own batch).
 	Redeem(ctx context.Context, key string, caller, beneficiary charging.SubscriberID, code charging.VoucherCode) (Reply, error)
 	// PayPackage pays one month of package pkg of the fixed account from
 	// caller's mobile credit: the package price plus the *101# fee, at
