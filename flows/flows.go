@@ -300,8 +300,10 @@ func (f *Flows) Redeem(caller, beneficiary charging.SubscriberID, code charging.
 		f.metrics.redeemed(&res, nil)
 		return res, nil
 	}
+	if r.Release != nil {
+		defer r.Release()
+	}
 	out, err := f.cfg.Engine.Execute(&r.Credit)
-	r.Release()
 	if err != nil {
 		f.metrics.redeemed(&res, err)
 		return res, fmt.Errorf("flows: credit voucher: %w", err)
