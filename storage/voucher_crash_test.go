@@ -37,15 +37,9 @@ func TestRedemptionCardAndCreditAreOneBatch(t *testing.T) {
 				require.Equal(t, charging.ResultOK, e.credit(&r).Result)
 				continue
 			}
-			cmd := r.Command()
-			a, _, err := s.LoadAccount(beneficiary)
-			require.NoError(t, err)
-			out, eff := a.Apply(&e.cfg, &cmd, vchNow)
+			c, out, _ := e.change(&r)
 			require.Equal(t, charging.ResultOK, out.Result)
-			card := *cmd.Card
-			card.Card.CreditSeq = eff.Entry.Seq
-			p, err := s.Apply([]charging.Change{{Account: a, Entry: eff.Entry, Key: cmd.Key, Card: &card,
-				Request: charging.RequestRecord{Fingerprint: cmd.Fingerprint(), Kind: cmd.Kind, Outcome: out}}})
+			p, err := s.Apply([]charging.Change{c})
 			require.NoError(t, err)
 			_ = p // never waited for: the power fails first
 			r.Release()

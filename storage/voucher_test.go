@@ -178,25 +178,34 @@ func (e *vchEngine) credit(r *Redemption) charging.Outcome {
 	defer r.Release()
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	c, out, dirty := e.change(r)
+	if dirty {
+		require.NoError(e.t, e.s.Commit([]charging.Change{c}))
+	}
+	return out
+}
+
+// change applies r's credit to its beneficiary's stored account and
+// returns the change the actor would hand the committer: the card, with
+// the credit's Seq, rides on it (no request record: actors' keyed).
+func (e *vchEngine) change(r *Redemption) (c charging.Change, out charging.Outcome, dirty bool) {
 	cmd := r.Command()
 	a, found, err := e.s.LoadAccount(cmd.Subscriber)
 	require.NoError(e.t, err)
 	if !found {
-		return charging.Outcome{Result: charging.ResultUnknownSubscriber}
+		return c, charging.Outcome{Result: charging.ResultUnknownSubscriber}, false
 	}
 	out, eff := a.Apply(&e.cfg, &cmd, vchNow)
 	if !eff.Dirty {
-		return out
+		return c, out, false
 	}
-	c := charging.Change{Account: a, Entry: eff.Entry, Key: cmd.Key,
-		Request: charging.RequestRecord{Fingerprint: cmd.Fingerprint(), Kind: cmd.Kind, Outcome: out}}
+	c = charging.Change{Account: a, Entry: eff.Entry}
 	if cmd.Card != nil {
 		card := *cmd.Card
 		card.Card.CreditSeq = eff.Entry.Seq
 		c.Card = &card
 	}
-	require.NoError(e.t, e.s.Commit([]charging.Change{c}))
-	return out
+	return c, out, true
 }
 
 // vchMarkPending leaves code as a build before the one-batch protocol did
@@ -640,13 +649,9 @@ func TestCardOnlyWithItsCredit(t *testing.T) {
 	r, err := v.Redeem(rows[0].code, id, id, vchNow)
 	require.NoError(t, err)
 	defer r.Release()
-	cmd := r.Command()
-	a, _, err := s.LoadAccount(id)
-	require.NoError(t, err)
-	out, eff := a.Apply(&e.cfg, &cmd, vchNow)
+	credit, out, _ := e.change(&r)
 	require.Equal(t, charging.ResultOK, out.Result)
-	good := *cmd.Card
-	good.Card.CreditSeq = eff.Entry.Seq
+	good := *credit.Card
 	bad := map[string]func(c *charging.Change){
 		"credit seq":     func(c *charging.Change) { c.Card.Card.CreditSeq++ },
 		"beneficiary":    func(c *charging.Change) { c.Card.Card.UsedBy = other },
@@ -657,15 +662,15 @@ func TestCardOnlyWithItsCredit(t *testing.T) {
 	}
 	for name, spoil := range bad {
 		card := good
-		c := charging.Change{Account: a, Entry: eff.Entry, Card: &card}
+		c := credit
+		c.Card = &card
 		spoil(&c)
 		require.ErrorIs(t, s.Commit([]charging.Change{c}), ErrInvalid, name)
 	}
 	_, rec, err := v.BySerial(rows[0].serial)
 	require.NoError(t, err)
 	require.Equal(t, charging.VoucherActive, rec.State, "nothing was written")
-	card := good
-	require.NoError(t, s.Commit([]charging.Change{{Account: a, Entry: eff.Entry, Card: &card}}))
+	require.NoError(t, s.Commit([]charging.Change{credit}))
 	_, rec, err = v.BySerial(rows[0].serial)
 	require.NoError(t, err)
 	require.Equal(t, good.Card, rec)
