@@ -1,7 +1,8 @@
 package storage
 
-// The request-record pruner: idempotency records (table 0x03) are kept for
-// a retention window, not forever.
+// The idempotency pruner: request records (table 0x03) and the credit
+// transfers' request-key index (table 0x1B) are kept for a retention
+// window, not forever.
 //
 // # Contract
 //
@@ -11,6 +12,32 @@ package storage
 // conventions use 24 h, so the window (default 7 days, at least 1 day) is
 // far beyond any legitimate retry. A record is pruned when its age is
 // strictly greater than the retention: one exactly Retention old is kept.
+//
+// # Transfer key index
+//
+// Transfers.Begin indexes each transfer under its sender and the client's
+// request key, so that a retried transfer request finds its transfer
+// instead of beginning a second one. The same retention applies, measured
+// from the transfer's Created time: an entry is deleted when its transfer
+// is final (credited, reversed or refused) and older than the retention,
+// and a retried transfer request after that begins a new transfer, the
+// same contract as a retried charge. An entry of an open transfer (pending,
+// debited) is kept whatever its age: the flow is still being driven, and a
+// retry must find it rather than move money a second time. The transfer
+// records themselves (0x19) are the business history and are never
+// pruned. Created is in whole seconds, the transfer began somewhere in
+// that second, so an entry is pruned only when Created is before the
+// cutoff's whole second: never early, at most a second late. Begin and the
+// pruner's deletes take the same per-sender lock (transferKeyLocks);
+// deleteTransferKeys explains why a retry racing a delete is safe either
+// way.
+//
+// An entry naming a transfer that does not exist (or one of another
+// sender) is corruption: it is counted (TransferKeysMissing, the
+// "missing" result of ocs_storage_prune_transfer_keys_total), logged and
+// kept for an operator to look at; the pass goes on, so one bad entry does
+// not stop the pruning of the rest. Entries and transfer records that do
+// not decode stop the pass with ErrCorrupt, as request records do.
 //
 // # Records the engine's own flows still need
 //
@@ -38,8 +65,11 @@ package storage
 // # Cost and pacing
 //
 // Records sort by subscriber and key, not by time, so each pass reads the
-// whole table (a time index would cost a second write on every charge). A
-// pass is a sequence of steps: each opens an iterator at the key where the
+// whole table (a time index would cost a second write on every charge),
+// then the whole transfer key index (one entry per transfer: small beside
+// the request records; each entry costs one more point read, of its
+// transfer, which holds the time and state). A pass over each table is a
+// sequence of steps: each opens an iterator at the key where the
 // previous one stopped, reads at most pruneScanMax records, deletes at most
 // BatchMax of them in one NoSync batch (a lost delete is simply redone next
 // pass), closes the iterator (so no step pins memtables or tables for
@@ -96,7 +126,16 @@ const (
 	metaRequestEpoch = "requestEpoch"
 	requestEpochV1   = 1
 	requestEpochLen  = 1 + 8
+	// pruneMissingLogMax bounds the lines logged per pass for transfer key
+	// entries that name no transfer: every one is counted, and a few lines
+	// are enough to start looking while a corrupt store does not flood the
+	// log every interval.
+	pruneMissingLogMax = 10
 )
+
+// The pruner names the key-index lock stripes of one delete batch in a
+// uint64.
+const _ uint = 64 - transferKeyStripes
 
 // ErrRetention is wrapped by the error of a retention below
 // RequestRetentionMin.
@@ -114,7 +153,8 @@ func ValidateRetention(d time.Duration) error {
 
 // PrunerOptions configures NewPruner. Zero fields take the defaults.
 type PrunerOptions struct {
-	// Retention is how long a request record is kept; 0 means
+	// Retention is how long a request record, and the key-index entry of
+	// a final transfer (from its Created time), is kept; 0 means
 	// RequestRetentionDefault, and below RequestRetentionMin is an error.
 	Retention time.Duration
 	// Interval is the pause between passes; 0 means PruneIntervalDefault.
@@ -134,24 +174,33 @@ type PrunerOptions struct {
 
 // PruneStats describes one pass.
 type PruneStats struct {
-	Scanned  uint64 // records read
-	Deleted  uint64 // records older than the retention, deleted
-	KeptOpen uint64 // records older than the retention kept for an open flow
-	Batches  int    // delete batches applied
+	Scanned  uint64 // request records read
+	Deleted  uint64 // request records older than the retention, deleted
+	KeptOpen uint64 // request records older than the retention kept for an open flow
+	Batches  int    // delete batches applied, of both tables
+
+	TransferKeysScanned  uint64 // transfer key-index entries read
+	TransferKeysDeleted  uint64 // entries of final transfers older than the retention, deleted
+	TransferKeysKeptOpen uint64 // entries of transfers older than the retention but not final, kept
+	TransferKeysMissing  uint64 // entries naming no transfer of their sender: corruption, logged and kept
 }
 
-// Pruner deletes request records older than the retention, in the
-// background (Start, Stop) or one pass at a time (Prune). It writes its
-// own batches, apart from the committer: Pebble orders them in its log.
+// Pruner deletes request records and transfer key-index entries older
+// than the retention, in the background (Start, Stop) or one pass at a
+// time (Prune). It writes its own batches, apart from the committer:
+// Pebble orders them in its log.
 type Pruner struct {
-	s       *Store
-	opts    PrunerOptions
-	log     *slog.Logger
-	metrics *pruneMetrics     // nil: no metrics
-	batch   *pebble.Batch     // reused between steps; owned by the pass
-	hashes  []uint64          // recentKeys hashes of the batch's deletes
-	passMu  sync.Mutex        // one pass at a time (the loop, or a test/ops call)
-	onBatch func(deletes int) // tests: called before each delete batch is applied
+	s        *Store
+	opts     PrunerOptions
+	log      *slog.Logger
+	metrics  *pruneMetrics       // nil: no metrics
+	batch    *pebble.Batch       // reused between steps; owned by the pass
+	hashes   []uint64            // recentKeys hashes of the batch's deletes
+	keyDels  []transferKeyDelete // candidates of one transfer key step
+	scanMax  int                 // entries one step reads: pruneScanMax; tests lower it
+	passMu   sync.Mutex          // one pass at a time (the loop, or a test/ops call)
+	onBatch  func(deletes int)   // tests: called before each delete batch is applied
+	onKeyDel func()              // tests: called between a transfer key step's scan and its locked re-check
 
 	stop    context.CancelFunc
 	done    chan struct{}
@@ -185,7 +234,7 @@ func NewPruner(s *Store, opts PrunerOptions) (*Pruner, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	p := &Pruner{s: s, opts: opts, log: opts.Logger}
+	p := &Pruner{s: s, opts: opts, log: opts.Logger, scanMax: pruneScanMax}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
 	}
@@ -227,7 +276,7 @@ func (p *Pruner) loop(ctx context.Context) {
 		case <-t.C:
 		}
 		if _, err := p.Prune(ctx); err != nil && ctx.Err() == nil {
-			p.log.Error("request record prune failed; retried next interval", "err", err)
+			p.log.Error("idempotency record prune failed; retried next interval", "err", err)
 		}
 		t.Reset(p.opts.Interval)
 	}
@@ -245,10 +294,12 @@ func (p *Pruner) Prune(ctx context.Context) (PruneStats, error) {
 		m.observe(&st, start, err, ctx.Err() != nil)
 	}
 	if err != nil {
-		return st, fmt.Errorf("storage: prune request records: %w", err)
+		return st, fmt.Errorf("storage: prune idempotency records: %w", err)
 	}
-	p.log.Info("request records pruned", "scanned", st.Scanned, "deleted", st.Deleted,
-		"keptOpen", st.KeptOpen, "duration", time.Since(start).Round(time.Millisecond))
+	p.log.Info("idempotency records pruned", "scanned", st.Scanned, "deleted", st.Deleted,
+		"keptOpen", st.KeptOpen, "transferKeysScanned", st.TransferKeysScanned,
+		"transferKeysDeleted", st.TransferKeysDeleted, "transferKeysKeptOpen", st.TransferKeysKeptOpen,
+		"transferKeysMissing", st.TransferKeysMissing, "duration", time.Since(start).Round(time.Millisecond))
 	return st, nil
 }
 
@@ -258,25 +309,58 @@ func (p *Pruner) pass(ctx context.Context, st *PruneStats) error {
 	if err != nil {
 		return err
 	}
-	cutoff := now.Add(-p.opts.Retention).UnixNano()
+	cutoff := now.Add(-p.opts.Retention)
 	if p.batch == nil {
 		p.batch = p.s.db.NewBatch()
 	}
-	from := tableStart(tagRequest)
+	err = p.walk(ctx, tagRequest, func(from []byte) ([]byte, error) {
+		return p.step(from, cutoff.UnixNano(), epoch, st)
+	})
+	if err != nil {
+		return err
+	}
+	if err := p.pause(ctx); err != nil {
+		return err
+	}
+	// Created is in whole seconds: see Transfer key index above.
+	err = p.walk(ctx, tagTransferKey, func(from []byte) ([]byte, error) {
+		return p.stepTransferKeys(from, cutoff.Unix(), st)
+	})
+	if err != nil {
+		return fmt.Errorf("transfer key index: %w", err)
+	}
+	return nil
+}
+
+// walk runs step over table tag from its first key, pausing between steps,
+// until step reports the end of the table.
+func (p *Pruner) walk(ctx context.Context, tag byte, step func(from []byte) (next []byte, err error)) error {
+	from := tableStart(tag)
 	for {
 		if err := p.s.failedErr(); err != nil {
 			return err
 		}
-		next, err := p.step(from, cutoff, epoch, st)
+		next, err := step(from)
 		if err != nil || next == nil {
 			return err
 		}
 		from = next
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(p.opts.Pause):
+		if err := p.pause(ctx); err != nil {
+			return err
 		}
+	}
+}
+
+// pause sleeps Pause, or returns ctx's error once it is done.
+func (p *Pruner) pause(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err // a select with both cases ready picks at random
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(p.opts.Pause):
+		return nil
 	}
 }
 
@@ -311,7 +395,7 @@ func (p *Pruner) step(from []byte, cutoff, epoch int64, st *PruneStats) (next []
 	b := p.batch
 	deletes, scanned := 0, 0
 	for ok := it.First(); ok; ok = it.Next() {
-		if deletes == p.opts.BatchMax || scanned == pruneScanMax {
+		if deletes == p.opts.BatchMax || scanned == p.scanMax {
 			next = append([]byte(nil), it.Key()...)
 			break
 		}
@@ -434,6 +518,174 @@ func (p *Pruner) flowOpen(key []byte) (bool, error) {
 	return false, nil
 }
 
+// transferKeyDelete is a key-index entry a step found prunable: its key
+// and the transfer it named when read.
+type transferKeyDelete struct {
+	key  []byte
+	from charging.SubscriberID
+	id   uint64
+}
+
+// stepTransferKeys reads key-index entries from key from on, deletes the
+// prunable ones and returns the key to resume at, or nil at the end of the
+// table. cutoff is in Unix seconds, as Transfer.Created.
+func (p *Pruner) stepTransferKeys(from []byte, cutoff int64, st *PruneStats) (next []byte, err error) {
+	it, err := p.s.db.NewIter(&pebble.IterOptions{LowerBound: from, UpperBound: tableStart(tagTransferKey + 1)})
+	if err != nil {
+		return nil, err
+	}
+	p.keyDels = p.keyDels[:0]
+	scanned := 0
+	for ok := it.First(); ok; ok = it.Next() {
+		if len(p.keyDels) == p.opts.BatchMax || scanned == p.scanMax {
+			next = append([]byte(nil), it.Key()...)
+			break
+		}
+		scanned++
+		d, prune, err := p.transferKeyPrunable(it.Key(), it.Value(), cutoff, st)
+		if err != nil {
+			_ = it.Close()
+			return nil, err
+		}
+		if prune {
+			d.key = append([]byte(nil), it.Key()...)
+			p.keyDels = append(p.keyDels, d)
+		}
+	}
+	// The iterator is closed before the locks are taken: a step never
+	// holds Begin back for its scan.
+	if err := errors.Join(it.Error(), it.Close()); err != nil {
+		return nil, err
+	}
+	st.TransferKeysScanned += uint64(scanned)
+	if len(p.keyDels) == 0 {
+		return next, nil
+	}
+	if p.onKeyDel != nil {
+		p.onKeyDel()
+	}
+	return next, p.deleteTransferKeys(p.keyDels, st)
+}
+
+// transferKeyPrunable reports whether the key-index entry k → v names a
+// final transfer created before cutoff (Unix seconds).
+func (p *Pruner) transferKeyPrunable(k, v []byte, cutoff int64, st *PruneStats) (transferKeyDelete, bool, error) {
+	_, from, key, ok := parseSubKey(k)
+	if !ok || len(key) == 0 || len(key) > charging.RequestKeyBytesMax || len(v) != 8 {
+		return transferKeyDelete{}, false, fmt.Errorf("%w: transfer key index entry %x → %x", ErrCorrupt, k, v)
+	}
+	d := transferKeyDelete{from: from, id: binary.BigEndian.Uint64(v)}
+	// Begin writes the record and its entry in one batch, and records are
+	// never deleted: an entry without its record is not a race.
+	raw, found, err := p.s.get(idKey(tagTransfer, d.id))
+	if err != nil {
+		return d, false, fmt.Errorf("read transfer %d: %w", d.id, err)
+	}
+	var tr charging.Transfer
+	if found {
+		if tr, err = decodeTransfer(raw); err != nil {
+			return d, false, fmt.Errorf("transfer %d: %w", d.id, err)
+		}
+	}
+	if !found || tr.From != from {
+		st.TransferKeysMissing++
+		if st.TransferKeysMissing <= pruneMissingLogMax {
+			p.log.Error("transfer key index entry names no transfer of its sender: kept; the store is corrupt",
+				"sender", uint64(from), "key", string(key), "transfer", d.id, "found", found)
+		}
+		return d, false, nil
+	}
+	switch {
+	case tr.Created >= cutoff:
+		return d, false, nil
+	case !tr.State.Final():
+		st.TransferKeysKeptOpen++
+		return d, false, nil
+	}
+	return d, true, nil
+}
+
+// deleteTransferKeys deletes the entries dels, each only if it still names
+// the transfer it named when the step read it, in one NoSync batch.
+//
+// # The race with Begin
+//
+// Begin, under its sender's stripe of transferKeyLocks, reads the entry
+// and writes a new one only if there is none. The deletes are checked and
+// applied under the stripes of every sender in dels, so each Begin runs
+// wholly before or wholly after them:
+//   - before: it finds the entry and returns the final transfer (existed);
+//     the caller answers from its state and moves no money. Then the entry
+//     goes, as it would have without the retry.
+//   - after: it misses and begins a new transfer. The old one was final and
+//     past the retention: that is the contract, as for request records.
+//
+// An entry is only deleted if its transfer was read final, and a final
+// transfer never reopens (charging.Transfer.Advance), so no delete can
+// reach the entry of an open transfer, which is what a retry must find.
+// The check under the lock is what keeps that true if the entry changed
+// between the step's read and the delete: with one pass at a time per
+// Pruner an entry of a final transfer is only ever deleted by this pass,
+// so it cannot, but a second Pruner on the same store (an operator's
+// one-off pass beside the loop) could delete it and a Begin then write the
+// same key anew for an open transfer; a blind delete would remove that
+// entry and let the next retry begin a second transfer. Holding a stripe
+// through a batch holds back Begin for those senders for the re-reads and
+// the apply: a few milliseconds at most, and transfers are rare.
+//
+// A delete lost in a crash (NoSync) leaves the entry naming a final
+// transfer: a retry then finds it, as before the pass, and the next pass
+// deletes it again.
+func (p *Pruner) deleteTransferKeys(dels []transferKeyDelete, st *PruneStats) error {
+	var stripes uint64
+	for i := range dels {
+		stripes |= 1 << transferKeyStripe(dels[i].from)
+	}
+	for i := range transferKeyStripes { // increasing: the lock order
+		if stripes&(1<<i) != 0 {
+			transferKeyLocks[i].Lock()
+		}
+	}
+	defer func() {
+		for i := range transferKeyStripes {
+			if stripes&(1<<i) != 0 {
+				transferKeyLocks[i].Unlock()
+			}
+		}
+	}()
+	b := p.batch
+	deletes := 0
+	for i := range dels {
+		v, found, err := p.s.get(dels[i].key)
+		if err != nil {
+			b.Reset()
+			return err
+		}
+		if !found || len(v) != 8 || binary.BigEndian.Uint64(v) != dels[i].id {
+			continue // changed since the read: not this pass's to delete
+		}
+		if err := b.Delete(dels[i].key, nil); err != nil {
+			b.Reset()
+			return err
+		}
+		deletes++
+	}
+	if deletes == 0 {
+		return nil
+	}
+	if p.onBatch != nil {
+		p.onBatch(deletes)
+	}
+	err := p.s.db.Apply(b, pebble.NoSync)
+	b.Reset()
+	if err != nil {
+		return err
+	}
+	st.TransferKeysDeleted += uint64(deletes)
+	st.Batches++
+	return nil
+}
+
 func (p *Pruner) exists(k []byte) (bool, error) {
 	_, closer, err := p.s.db.Get(k)
 	if errors.Is(err, pebble.ErrNotFound) {
@@ -453,6 +705,11 @@ type pruneMetrics struct {
 	errors   prometheus.Counter
 	duration prometheus.Histogram
 	lastPass prometheus.Gauge
+
+	transferKeysScanned  prometheus.Counter
+	transferKeysDeleted  prometheus.Counter // the result="deleted" child
+	transferKeysKeptOpen prometheus.Counter // result="kept_open"
+	transferKeysMissing  prometheus.Counter // result="missing"
 }
 
 func newPruneMetrics(r prometheus.Registerer) *pruneMetrics {
@@ -485,6 +742,21 @@ func newPruneMetrics(r prometheus.Registerer) *pruneMetrics {
 			Help: "Unix time at which the last successful prune pass ended: alert if it falls far behind the interval.",
 		}),
 	}
+	// The transfer key index has counters of its own, not a label on the
+	// request-record ones: adding a label to those would change the series
+	// the dashboards and alerts already query.
+	keys := register(r, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ocs_storage_prune_transfer_keys_total",
+		Help: "Transfer request-key index entries past the retention, by result: deleted (transfer final), " +
+			"kept_open (transfer not final), missing (names no transfer: corruption, logged; alert on any).",
+	}, []string{"result"}))
+	m.transferKeysDeleted = keys.WithLabelValues("deleted")
+	m.transferKeysKeptOpen = keys.WithLabelValues("kept_open")
+	m.transferKeysMissing = keys.WithLabelValues("missing")
+	m.transferKeysScanned = register(r, prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "ocs_storage_prune_transfer_keys_scanned_total",
+		Help: "Transfer request-key index entries read by the pruner: a whole table per pass.",
+	}))
 	m.deleted = register(r, m.deleted)
 	m.scanned = register(r, m.scanned)
 	m.keptOpen = register(r, m.keptOpen)
@@ -499,6 +771,10 @@ func (m *pruneMetrics) observe(st *PruneStats, start time.Time, err error, stopp
 	m.deleted.Add(float64(st.Deleted))
 	m.scanned.Add(float64(st.Scanned))
 	m.keptOpen.Add(float64(st.KeptOpen))
+	m.transferKeysScanned.Add(float64(st.TransferKeysScanned))
+	m.transferKeysDeleted.Add(float64(st.TransferKeysDeleted))
+	m.transferKeysKeptOpen.Add(float64(st.TransferKeysKeptOpen))
+	m.transferKeysMissing.Add(float64(st.TransferKeysMissing))
 	if err != nil {
 		if !stopped {
 			m.errors.Inc()

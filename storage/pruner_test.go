@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -372,4 +374,258 @@ func TestPrunerLoopMetricsAndStop(t *testing.T) {
 	for _, k := range keys {
 		require.False(t, found(t, s, id, k), k)
 	}
+}
+
+// transferAt begins a transfer of from under key, created at created, and
+// drives it to state (pending: left as begun).
+func transferAt(t *testing.T, ts *Transfers, key string, from charging.SubscriberID, created time.Time, state charging.TransferState) charging.Transfer {
+	t.Helper()
+	tr, existed, err := ts.Begin(key, from, from+1, charging.Euros(1), 0, created)
+	require.NoError(t, err)
+	require.False(t, existed, key)
+	var path []charging.TransferState
+	switch state {
+	case charging.TransferDebited:
+		path = []charging.TransferState{charging.TransferDebited}
+	case charging.TransferCredited, charging.TransferReversed:
+		path = []charging.TransferState{charging.TransferDebited, state}
+	case charging.TransferRefused:
+		path = []charging.TransferState{state}
+	}
+	for _, next := range path {
+		tr, err = ts.Advance(tr.ID, next)
+		require.NoError(t, err)
+	}
+	return tr
+}
+
+func transferKeyIndexKey(from charging.SubscriberID, key string) []byte {
+	return append(binary.BigEndian.AppendUint64(appendTable(nil, tagTransferKey), uint64(from)), key...)
+}
+
+// indexed reports whether sender from's key is in the transfer key index.
+func indexed(t *testing.T, s *Store, from charging.SubscriberID, key string) bool {
+	t.Helper()
+	_, ok, err := s.get(transferKeyIndexKey(from, key))
+	require.NoError(t, err)
+	return ok
+}
+
+// An entry goes when its transfer is final and older than the retention;
+// young, exactly-Retention-old and open ones stay; the records all stay.
+func TestPruneTransferKeysOfFinalOldTransfers(t *testing.T) {
+	const from = 38344000010
+	clock := &manualClock{t: pruneT0}
+	s := pruneStore(t, clock, from)
+	ts, err := NewTransfers(s)
+	require.NoError(t, err)
+	retention := 48 * time.Hour
+	cases := []struct {
+		key   string
+		age   time.Duration
+		state charging.TransferState
+		kept  bool
+	}{
+		{"credited-old", retention + time.Second, charging.TransferCredited, false},
+		{"reversed-old", 30 * 24 * time.Hour, charging.TransferReversed, false},
+		{"refused-old", retention + time.Second, charging.TransferRefused, false},
+		{"credited-young", retention - time.Second, charging.TransferCredited, true},
+		{"credited-exact", retention, charging.TransferCredited, true},
+		{"pending-old", 30 * 24 * time.Hour, charging.TransferPending, true},
+		{"debited-old", 30 * 24 * time.Hour, charging.TransferDebited, true},
+	}
+	ids := map[string]uint64{}
+	for _, c := range cases {
+		ids[c.key] = transferAt(t, ts, c.key, from, pruneT0.Add(-c.age), c.state).ID
+	}
+	p := newTestPruner(t, s, clock, PrunerOptions{Retention: retention})
+	st, err := p.Prune(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, PruneStats{Batches: 1, TransferKeysScanned: 7, TransferKeysDeleted: 3, TransferKeysKeptOpen: 2}, st)
+	for _, c := range cases {
+		require.Equal(t, c.kept, indexed(t, s, from, c.key), c.key)
+		tr, err := ts.Get(ids[c.key])
+		require.NoError(t, err, "transfer records are kept forever")
+		require.Equal(t, c.state, tr.State)
+	}
+
+	// One second later the boundary entry is past the window; the open
+	// ones go once their transfers close, and not before.
+	clock.Add(time.Second)
+	st, err = p.Prune(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, uint64(1), st.TransferKeysDeleted)
+	require.Equal(t, uint64(2), st.TransferKeysKeptOpen)
+	require.False(t, indexed(t, s, from, "credited-exact"))
+	_, err = ts.Advance(ids["pending-old"], charging.TransferRefused)
+	require.NoError(t, err)
+	_, err = ts.Advance(ids["debited-old"], charging.TransferCredited)
+	require.NoError(t, err)
+	st, err = p.Prune(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, PruneStats{Batches: 1, TransferKeysScanned: 3, TransferKeysDeleted: 2}, st)
+	require.True(t, indexed(t, s, from, "credited-young"))
+}
+
+// A pass over the index spans steps bounded by the scan and the batch,
+// resumes each where the last stopped, and locks the stripes of many
+// senders at once.
+func TestPruneTransferKeysAcrossSteps(t *testing.T) {
+	const first = 38344000100
+	clock := &manualClock{t: pruneT0}
+	s := pruneStore(t, clock, first)
+	ts, err := NewTransfers(s)
+	require.NoError(t, err)
+	const n, batchMax = 30, 3
+	kept := map[int]bool{}
+	for i := range n {
+		from := charging.SubscriberID(first + i%7*13) // several senders and stripes
+		state, age := charging.TransferCredited, 10*24*time.Hour
+		switch i % 5 {
+		case 1:
+			state, kept[i] = charging.TransferDebited, true
+		case 3:
+			age, kept[i] = time.Hour, true
+		}
+		transferAt(t, ts, fmt.Sprintf("k%02d", i), from, pruneT0.Add(-age), state)
+	}
+	p := newTestPruner(t, s, clock, PrunerOptions{BatchMax: batchMax})
+	p.scanMax = 4 // some steps end on the scan bound, some on the batch
+	var sizes []int
+	p.onBatch = func(d int) { sizes = append(sizes, d) }
+	st, err := p.Prune(context.Background())
+	require.NoError(t, err)
+	sum := 0
+	for _, d := range sizes {
+		require.LessOrEqual(t, d, batchMax)
+		sum += d
+	}
+	deleted := n - len(kept)
+	require.Equal(t, deleted, sum)
+	require.Greater(t, len(sizes), deleted/batchMax, "more than one step")
+	require.Equal(t, PruneStats{Batches: len(sizes), TransferKeysScanned: n, TransferKeysDeleted: uint64(deleted),
+		TransferKeysKeptOpen: n / 5}, st, "every entry read exactly once")
+	for i := range n {
+		from := charging.SubscriberID(first + i%7*13)
+		require.Equal(t, kept[i], indexed(t, s, from, fmt.Sprintf("k%02d", i)), i)
+	}
+}
+
+// A cancelled pass stops between two steps of the index, keeping what it
+// deleted; the next pass finishes.
+func TestPruneTransferKeysCancelled(t *testing.T) {
+	const from = 38344000011
+	clock := &manualClock{t: pruneT0}
+	s := pruneStore(t, clock, from)
+	ts, err := NewTransfers(s)
+	require.NoError(t, err)
+	keys := []string{"a", "b", "c", "d"}
+	for _, k := range keys {
+		transferAt(t, ts, k, from, pruneT0.Add(-8*24*time.Hour), charging.TransferCredited)
+	}
+	p := newTestPruner(t, s, clock, PrunerOptions{BatchMax: 1})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	p.onBatch = func(int) { cancel() }
+	st, err := p.Prune(ctx)
+	require.ErrorIs(t, err, context.Canceled)
+	require.Equal(t, PruneStats{Batches: 1, TransferKeysScanned: 1, TransferKeysDeleted: 1}, st)
+	require.False(t, indexed(t, s, from, "a"))
+	require.True(t, indexed(t, s, from, "b"))
+
+	p.onBatch = nil
+	st, err = p.Prune(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, uint64(3), st.TransferKeysDeleted)
+}
+
+// An entry naming no transfer, or another sender's, is counted, logged and
+// kept; the pass goes on. One that does not decode stops it.
+func TestPruneTransferKeysMissingTransfer(t *testing.T) {
+	const from, other = 38344000012, 38344000099
+	clock := &manualClock{t: pruneT0}
+	s := pruneStore(t, clock, from)
+	ts, err := NewTransfers(s)
+	require.NoError(t, err)
+	old := pruneT0.Add(-8 * 24 * time.Hour)
+	theirs := transferAt(t, ts, "theirs", other, old, charging.TransferCredited)
+	transferAt(t, ts, "z-valid", from, old, charging.TransferCredited) // sorts after the bad ones
+	bad := map[string]uint64{"a-no-such-id": 999, "b-other-sender": theirs.ID}
+	for k, id := range bad {
+		require.NoError(t, s.db.Set(transferKeyIndexKey(from, k), binary.BigEndian.AppendUint64(nil, id), pebble.Sync))
+	}
+	reg := prometheus.NewRegistry()
+	var logs lockedBuffer
+	p := newTestPruner(t, s, clock, PrunerOptions{Registerer: reg, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	st, err := p.Prune(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, PruneStats{Batches: 1, TransferKeysScanned: 4, TransferKeysDeleted: 2, TransferKeysMissing: 2}, st)
+	for k := range bad {
+		require.True(t, indexed(t, s, from, k), k)
+	}
+	require.False(t, indexed(t, s, from, "z-valid"))
+	require.False(t, indexed(t, s, other, "theirs"))
+	require.Equal(t, 2, strings.Count(logs.String(), "names no transfer of its sender"), logs.String())
+	require.Contains(t, logs.String(), "transfer=999")
+	mfs := gather(t, reg)
+	require.Equal(t, 2.0, value(t, mfs, "ocs_storage_prune_transfer_keys_total", "missing"))
+	require.Equal(t, 2.0, value(t, mfs, "ocs_storage_prune_transfer_keys_total", "deleted"))
+	require.Equal(t, 0.0, value(t, mfs, "ocs_storage_prune_transfer_keys_total", "kept_open"))
+	require.Equal(t, 4.0, value(t, mfs, "ocs_storage_prune_transfer_keys_scanned_total", ""))
+
+	// A value that is no transfer id is undecodable: the pass fails, named.
+	require.NoError(t, s.db.Set(transferKeyIndexKey(from, "c-short"), []byte{1, 2, 3}, pebble.Sync))
+	_, err = p.Prune(context.Background())
+	require.ErrorIs(t, err, ErrCorrupt)
+	require.ErrorContains(t, err, "transfer key index")
+	require.Equal(t, 1.0, value(t, gather(t, reg), "ocs_storage_prune_errors_total", ""))
+	require.NoError(t, s.db.Delete(transferKeyIndexKey(from, "c-short"), pebble.Sync))
+}
+
+// lockedBuffer is a log sink safe for the pruner's goroutine and the test.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// If the entry changes between the step's read and its delete (a second
+// pruner deleted it and a retry began a new, open transfer under the same
+// key), the delete must spare it: a blind delete would let the next retry
+// begin a second transfer while the first is still being driven.
+func TestPruneTransferKeysRechecksUnderTheLock(t *testing.T) {
+	const from = 38344000013
+	clock := &manualClock{t: pruneT0}
+	s := pruneStore(t, clock, from)
+	ts, err := NewTransfers(s)
+	require.NoError(t, err)
+	transferAt(t, ts, "k", from, pruneT0.Add(-8*24*time.Hour), charging.TransferCredited)
+	p := newTestPruner(t, s, clock, PrunerOptions{})
+	var open charging.Transfer
+	p.onKeyDel = func() {
+		require.NoError(t, s.db.Delete(transferKeyIndexKey(from, "k"), pebble.Sync))
+		var existed bool
+		open, existed, err = ts.Begin("k", from, from+1, charging.Euros(1), 0, clock.Now())
+		require.NoError(t, err)
+		require.False(t, existed)
+	}
+	st, err := p.Prune(context.Background())
+	require.NoError(t, err)
+	require.Zero(t, st.TransferKeysDeleted)
+	require.Zero(t, st.Batches)
+	again, existed, err := ts.Begin("k", from, from+1, charging.Euros(1), 0, clock.Now())
+	require.NoError(t, err)
+	require.True(t, existed, "the retry of an open transfer must find it")
+	require.Equal(t, open.ID, again.ID)
 }

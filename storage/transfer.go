@@ -43,13 +43,36 @@ import (
 	"github.com/ocs-engine/ocs/charging"
 )
 
+// Tables. The transfer records (0x19) are the business history: kept
+// forever, operators audit them. The key index (0x1B) is idempotency data,
+// like request records: the Pruner (pruner.go) deletes an entry once its
+// transfer is final (credited, reversed or refused) and was created more
+// than the retention ago. A retried transfer request after that begins a
+// new transfer: the same contract as a retried charge after its request
+// record is pruned. An entry of an open transfer is kept whatever its age,
+// so a retry always finds a transfer still being driven.
 const (
-	tagTransfer     byte = 0x19 // | id:8 → Transfer
+	tagTransfer     byte = 0x19 // | id:8 → Transfer; never deleted
 	tagTransferOpen byte = 0x1A // | id:8 → (empty) index of non-final transfers
-	tagTransferKey  byte = 0x1B // | from:8 | request key → id:8, so a retried request finds its transfer
+	tagTransferKey  byte = 0x1B // | from:8 | request key → id:8, so a retried request finds its transfer; pruned
 	transferV1      byte = 1
 	transferLen          = 1 + 8 + 8 + 8 + 8 + 8 + 1 + 8
 )
+
+// transferKeyStripes is the number of locks over senders that order Begin's
+// look-up-then-write of the key index against the pruner's
+// check-then-delete of it. 64, so that the pruner names the stripes one
+// delete batch needs in a uint64.
+const transferKeyStripes = 64
+
+// transferKeyLocks belong to the process, not to a Transfers: the Pruner
+// has no handle on the Transfers cmd/ocs opens beside it, and both must
+// take the same lock for a sender. Two stores in one process (tests) only
+// share contention. Lock order: the pruner takes several, in increasing
+// index; Begin takes one and no other.
+var transferKeyLocks [transferKeyStripes]sync.Mutex
+
+func transferKeyStripe(from charging.SubscriberID) int { return int(uint64(from) % transferKeyStripes) }
 
 // ErrTransferNotFound is returned for an unknown transfer ID.
 var ErrTransferNotFound = errors.New("storage: no transfer has this id")
@@ -59,10 +82,9 @@ var ErrTransferStep = errors.New("storage: transfer cannot move to this state")
 
 // Transfers is the transfer record store. Safe for concurrent use.
 type Transfers struct {
-	db       *pebble.DB
-	locks    [256]sync.Mutex
-	keyLocks [64]sync.Mutex
-	mu       struct {
+	db    *pebble.DB
+	locks [256]sync.Mutex
+	mu    struct {
 		sync.Mutex
 		next uint64
 	}
@@ -137,8 +159,10 @@ func (t *Transfers) Begin(key string, from, to charging.SubscriberID, amount, fe
 		return tr, false, fmt.Errorf("%w: transfer request key of %d bytes, want 1..%d", ErrInvalid, len(key), charging.RequestKeyBytesMax)
 	}
 	// One lock stripe per sender: two concurrent retries of one request
-	// cannot both miss the index.
-	mu := &t.keyLocks[uint64(from)%uint64(len(t.keyLocks))]
+	// cannot both miss the index, and the pruner cannot delete the entry
+	// between this look-up and its use (see Pruner.deleteTransferKeys for
+	// why either order with a prune is safe).
+	mu := &transferKeyLocks[transferKeyStripe(from)]
 	mu.Lock()
 	defer mu.Unlock()
 	k := binary.BigEndian.AppendUint64(appendTable(make([]byte, 0, 9+len(key)), tagTransferKey), uint64(from))

@@ -1,9 +1,11 @@
 package storage
 
 import (
+	"context"
 	"math"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/stretchr/testify/require"
@@ -252,4 +254,110 @@ func TestTransferOpenPagesAfterID(t *testing.T) {
 	page, err = ts.Open(math.MaxUint64, 10)
 	require.NoError(t, err)
 	require.Empty(t, page)
+}
+
+// A retried transfer request finds its transfer until the pruner deletes
+// the key's entry (the transfer final and past the retention); after that
+// the retry begins a new transfer, by contract, and the old record stays.
+func TestTransferRetryAfterPruneBeginsNew(t *testing.T) {
+	const from, to charging.SubscriberID = 38344000021, 38344000022
+	clock := &manualClock{t: pruneT0}
+	s := pruneStore(t, clock, from)
+	ts, err := NewTransfers(s)
+	require.NoError(t, err)
+	created := pruneT0.Add(-8 * 24 * time.Hour)
+	first, _, err := ts.Begin("U/r", from, to, charging.Euros(2), 0, created)
+	require.NoError(t, err)
+	_, err = ts.Advance(first.ID, charging.TransferRefused)
+	require.NoError(t, err)
+
+	again, existed, err := ts.Begin("U/r", from, to, charging.Euros(2), 0, clock.Now())
+	require.NoError(t, err)
+	require.True(t, existed, "before the pass: the retry finds its transfer")
+	require.Equal(t, first.ID, again.ID)
+	require.Equal(t, charging.TransferRefused, again.State)
+
+	p := newTestPruner(t, s, clock, PrunerOptions{})
+	st, err := p.Prune(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, uint64(1), st.TransferKeysDeleted)
+
+	second, existed, err := ts.Begin("U/r", from, to, charging.Euros(2), 0, clock.Now())
+	require.NoError(t, err)
+	require.False(t, existed, "after the pass: a new transfer")
+	require.NotEqual(t, first.ID, second.ID)
+	require.Equal(t, charging.TransferPending, second.State)
+	old, err := ts.Get(first.ID)
+	require.NoError(t, err, "the pruned key's transfer record is kept")
+	require.Equal(t, charging.TransferRefused, old.State)
+
+	// The new transfer is open and young: the next pass keeps its entry,
+	// and its retries find it.
+	_, err = p.Prune(context.Background())
+	require.NoError(t, err)
+	third, existed, err := ts.Begin("U/r", from, to, charging.Euros(2), 0, clock.Now())
+	require.NoError(t, err)
+	require.True(t, existed)
+	require.Equal(t, second.ID, third.ID)
+}
+
+// Retries of one request race passes of the pruner. The only transfers a
+// retry may get are the final old one (before its entry goes) and then one
+// new transfer, open, which every later retry must find: never a third.
+func TestTransferRetriesRacingThePruner(t *testing.T) {
+	const from, to charging.SubscriberID = 38344000023, 38344000024
+	clock := &manualClock{t: pruneT0}
+	s := pruneStore(t, clock, from)
+	ts, err := NewTransfers(s)
+	require.NoError(t, err)
+	old, _, err := ts.Begin("U/race", from, to, charging.Euros(1), 0, pruneT0.Add(-8*24*time.Hour))
+	require.NoError(t, err)
+	_, err = ts.Advance(old.ID, charging.TransferRefused)
+	require.NoError(t, err)
+	p := newTestPruner(t, s, clock, PrunerOptions{})
+
+	// Retries of the old transfer are reads (fast), of the new one too:
+	// retry until the new one has been found after, bounded in count.
+	const retriesMax, afterNew, passesMax = 200_000, 100, 1000
+	done := make(chan struct{})
+	passes := make(chan int, 1)
+	go func() {
+		n := 0
+		defer func() { passes <- n }()
+		for ; n < passesMax; n++ {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if _, err := p.Prune(context.Background()); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	var newID uint64
+	found := 0
+	for i := 0; i < retriesMax && found < afterNew; i++ {
+		tr, existed, err := ts.Begin("U/race", from, to, charging.Euros(1), 0, clock.Now())
+		require.NoError(t, err)
+		switch {
+		case tr.ID == old.ID:
+			require.True(t, existed)
+			require.Zero(t, newID, "retry %d: the old transfer again after a new one began", i)
+		case newID == 0:
+			require.False(t, existed)
+			newID = tr.ID
+		default:
+			require.True(t, existed, "retry %d: a second new transfer", i)
+			require.Equal(t, newID, tr.ID, "retry %d", i)
+			found++
+		}
+	}
+	close(done)
+	require.NotZero(t, newID, "the pruner never deleted the old transfer's entry")
+	require.Positive(t, <-passes)
+	_, err = p.Prune(context.Background())
+	require.NoError(t, err)
+	require.True(t, indexed(t, s, from, "U/race"), "the open transfer's entry is kept")
 }
