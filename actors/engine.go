@@ -31,10 +31,10 @@ const (
 	// CommitBatchMax bounds changes per synced batch: beyond a few hundred
 	// the fsync is amortised and a larger batch only delays its first reply.
 	CommitBatchMax = 512
-	// requestTimeoutMax bounds how long Execute waits for an answer. A
-	// healthy engine answers in milliseconds; past this something is stuck
-	// and the caller retries with its request key.
-	requestTimeoutMax = 5 * time.Second
+	// RequestTimeoutDefault bounds how long Execute waits for an answer.
+	// A healthy engine answers in milliseconds; past this something is
+	// stuck and the caller retries with its request key.
+	RequestTimeoutDefault = 5 * time.Second
 	// IdleAfterDefault passivates an actor unused this long.
 	IdleAfterDefault = 2 * time.Minute
 	// workersDefault sizes the dispatcher's pool: a few per core, so that
@@ -66,6 +66,9 @@ type Config struct {
 	IdleAfter   time.Duration // 0: IdleAfterDefault
 	Workers     int           // 0: workersDefault
 	ActorsMax   int           // 0: ActorsMaxDefault
+	// RequestTimeout bounds Execute's wait for an answer, except for a
+	// card's credit (see Execute); 0: RequestTimeoutDefault.
+	RequestTimeout time.Duration
 }
 
 // ErrStopped is returned by Execute once the engine stops or has failed.
@@ -123,6 +126,12 @@ type reply struct {
 	err error
 }
 
+func (req *request) stopTimer() {
+	if req.timer != nil {
+		req.timer.Stop()
+	}
+}
+
 // answer sends r to the waiting caller. The entry stops counting the request
 // first: the actor is done with it, and only then may the sweeper passivate.
 func (req *request) answer(out charging.Outcome, err error) {
@@ -152,6 +161,9 @@ func Start(cfg Config) (*Engine, error) {
 	}
 	if cfg.ActorsMax <= 0 {
 		cfg.ActorsMax = ActorsMaxDefault
+	}
+	if cfg.RequestTimeout <= 0 {
+		cfg.RequestTimeout = RequestTimeoutDefault
 	}
 	e := &Engine{
 		cfg:         cfg,
@@ -196,23 +208,34 @@ func (e *Engine) Execute(cmd *charging.Command) (charging.Outcome, error) {
 	req.cmd = *cmd
 	e.deliver(req)
 	var r reply
-	if req.timer == nil {
-		req.timer = time.NewTimer(requestTimeoutMax)
-	} else {
-		req.timer.Reset(requestTimeoutMax)
+	// A card's credit is waited for until it is answered or the engine
+	// fails, however long that takes. Its caller holds the card's lock
+	// until then (storage's "Redemption protocol"); giving up while the
+	// credit may still be made would free the card, still active on disk,
+	// for a second redemption, and the card would be credited twice.
+	var timeout <-chan time.Time
+	if cmd.Card == nil {
+		if req.timer == nil {
+			req.timer = time.NewTimer(e.cfg.RequestTimeout)
+		} else {
+			req.timer.Reset(e.cfg.RequestTimeout)
+		}
+		timeout = req.timer.C
 	}
 	select {
 	case r = <-req.reply:
-		req.timer.Stop()
+		req.stopTimer()
 		req.entry = nil
 		req.cmd = charging.Command{}
 		e.requests.Put(req)
-	case <-req.timer.C:
+	case <-timeout:
 		// The actor may still answer into req: leave it to the garbage
 		// collector rather than reuse it.
 		r.err = ErrTimeout
 	case <-e.failed:
-		req.timer.Stop()
+		// A failed engine applies nothing more (committer.apply), so
+		// nothing the caller gives up on here can still become durable.
+		req.stopTimer()
 		r.err = ErrStopped
 	}
 	e.inflight.Add(-1)
@@ -312,7 +335,7 @@ func (e *Engine) Stop() error {
 
 func (e *Engine) stop() error {
 	e.stopping.Store(true)
-	deadline := time.Now().Add(2 * requestTimeoutMax)
+	deadline := time.Now().Add(2 * e.cfg.RequestTimeout)
 	for e.inflight.Load() > 0 && time.Now().Before(deadline) {
 		select {
 		case <-e.failed:

@@ -428,3 +428,48 @@ func TestCardRidesWithItsCredit(t *testing.T) {
 	defer store.mu.Unlock()
 	require.Len(t, store.cards, 1)
 }
+
+// A card's credit is waited for until it is answered, past the request
+// timeout that bounds every other command: its caller holds the card until
+// the outcome is known, and a timeout while the credit may still be made
+// would free the card for a second credit.
+func TestCardCreditOutwaitsTheRequestTimeout(t *testing.T) {
+	store := newMemStore()
+	e, _ := startEngine(t, store, func(c *Config) { c.RequestTimeout = 20 * time.Millisecond })
+	const id = charging.SubscriberID(38349000011)
+	provision(t, e, id, charging.Euros(1))
+	store.mu.Lock()
+	store.gate = make(chan struct{})
+	store.mu.Unlock()
+
+	_, err := e.Execute(&charging.Command{Kind: charging.KindTopUp, Channel: charging.ChannelElectronic, Key: "t",
+		Subscriber: id, Amount: charging.Euros(5)})
+	require.ErrorIs(t, err, ErrTimeout, "a plain command gives up at the timeout")
+
+	card := &charging.CardUse{Hash: [32]byte{9}, Card: charging.Voucher{Value: charging.Euros(5), State: charging.VoucherUsed,
+		UsedBy: id, UsedAt: t0.Unix()}}
+	type answer struct {
+		out charging.Outcome
+		err error
+	}
+	done := make(chan answer, 1)
+	go func() {
+		out, err := e.Execute(&charging.Command{Kind: charging.KindTopUp, Channel: charging.ChannelVoucher, Key: "V/9",
+			Subscriber: id, Amount: charging.Euros(5), Card: card})
+		done <- answer{out, err}
+	}()
+	select {
+	case a := <-done:
+		close(store.gate)
+		t.Fatalf("the card's credit was answered while its commit is held: %+v, %v", a.out, a.err)
+	case <-time.After(10 * e.cfg.RequestTimeout):
+	}
+	close(store.gate) // the disk comes back: both commits complete
+	a := <-done
+	require.NoError(t, a.err)
+	out := a.out
+	require.Equal(t, charging.ResultOK, out.Result)
+	store.mu.Lock()
+	defer store.mu.Unlock()
+	require.Equal(t, out.Seq, store.cards[card.Hash].CreditSeq)
+}

@@ -38,7 +38,11 @@ package storage
 //     balance limit, overload) writes nothing and leaves the card active.
 //  3. Release, once the engine has answered. The stripe is held until the
 //     credit is durable and visible, so the next redeemer of the card reads
-//     it used: exactly one VoucherOK per card.
+//     it used: exactly one VoucherOK per card. "Answered" means the outcome
+//     is known: the engine never times out a card's credit (a timeout that
+//     freed the card while its credit could still be made would let a
+//     second redemption credit it too); it answers, or fails and applies
+//     nothing more.
 //
 // Holding a stripe across a durable write (about a millisecond) delays only
 // redemptions of cards on the same stripe, 1 in voucherLockStripes.
