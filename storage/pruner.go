@@ -166,7 +166,8 @@ type PrunerOptions struct {
 	Pause time.Duration
 	// Now is the clock the window is measured on; nil means time.Now.
 	Now func() time.Time
-	// Logger receives one line per pass; nil discards.
+	// Logger receives one line per pass, and up to pruneMissingLogMax
+	// error lines a pass for dangling transfer key entries; nil discards.
 	Logger *slog.Logger
 	// Registerer, when not nil, receives ocs_storage_prune_* metrics.
 	Registerer prometheus.Registerer
@@ -207,8 +208,8 @@ type Pruner struct {
 	stopped sync.Once
 }
 
-// NewPruner returns a pruner of s's request records. It starts nothing:
-// call Start, or Prune.
+// NewPruner returns a pruner of s's request records and transfer key
+// index. It starts nothing: call Start, or Prune.
 func NewPruner(s *Store, opts PrunerOptions) (*Pruner, error) {
 	if opts.Retention == 0 {
 		opts.Retention = RequestRetentionDefault
