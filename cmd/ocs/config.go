@@ -66,8 +66,9 @@ type fileEngine struct {
 // which reads the whole request table per pass, into a busy loop.
 const pruneIntervalMin = time.Second
 
-// prunerOptions returns the request-record pruner's settings of e,
-// validated; empty fields are storage's defaults.
+// prunerOptions returns the idempotency pruner's settings of e (request
+// records and the transfer request-key index), validated; empty fields are
+// storage's defaults.
 func (e *fileEngine) prunerOptions() (storage.PrunerOptions, error) {
 	var o storage.PrunerOptions
 	if e.RequestRetention != "" {

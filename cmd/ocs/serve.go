@@ -194,8 +194,9 @@ func serve(args []string) error {
 	return shutdown(api, stopRedriver, engine, store, log, runErr)
 }
 
-// startPruner starts the request-record pruner; loadConfig has validated
-// its settings, so NewPruner cannot refuse them.
+// startPruner starts the idempotency pruner (request records and the
+// transfer request-key index); loadConfig has validated its settings, so
+// NewPruner cannot refuse them.
 func startPruner(store *storage.Store, e fileEngine, reg prometheus.Registerer, log *slog.Logger) *storage.Pruner {
 	o, err := e.prunerOptions()
 	o.Logger, o.Registerer = log, reg
