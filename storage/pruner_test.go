@@ -85,6 +85,20 @@ func newTestPruner(t *testing.T, s *Store, clock *manualClock, opts PrunerOption
 	return p
 }
 
+// pruneInBatches runs one pass of p and returns its stats, the size of
+// each delete batch, every one at most batchMax, and their sum.
+func pruneInBatches(t *testing.T, p *Pruner, batchMax int) (st PruneStats, sizes []int, sum int) {
+	t.Helper()
+	p.onBatch = func(n int) { sizes = append(sizes, n) }
+	st, err := p.Prune(context.Background())
+	require.NoError(t, err)
+	for _, n := range sizes {
+		require.LessOrEqual(t, n, batchMax)
+		sum += n
+	}
+	return st, sizes, sum
+}
+
 var pruneT0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 
 func TestPruneKeepsTheExactBoundary(t *testing.T) {
@@ -244,15 +258,7 @@ func TestPruneBatchesAreBounded(t *testing.T) {
 		return record(uint64(i+1), pruneT0.Add(-30*24*time.Hour).UnixNano())
 	})
 	p := newTestPruner(t, s, clock, PrunerOptions{BatchMax: batchMax})
-	var sizes []int
-	p.onBatch = func(n int) { sizes = append(sizes, n) }
-	st, err := p.Prune(context.Background())
-	require.NoError(t, err)
-	sum := 0
-	for _, n := range sizes {
-		require.LessOrEqual(t, n, batchMax)
-		sum += n
-	}
+	st, sizes, sum := pruneInBatches(t, p, batchMax)
 	require.Equal(t, old, sum)
 	require.Equal(t, (old+batchMax-1)/batchMax, len(sizes))
 	require.Equal(t, PruneStats{Scanned: old + young, Deleted: old, Batches: len(sizes)}, st)
@@ -491,15 +497,7 @@ func TestPruneTransferKeysAcrossSteps(t *testing.T) {
 	}
 	p := newTestPruner(t, s, clock, PrunerOptions{BatchMax: batchMax})
 	p.scanMax = 4 // some steps end on the scan bound, some on the batch
-	var sizes []int
-	p.onBatch = func(d int) { sizes = append(sizes, d) }
-	st, err := p.Prune(context.Background())
-	require.NoError(t, err)
-	sum := 0
-	for _, d := range sizes {
-		require.LessOrEqual(t, d, batchMax)
-		sum += d
-	}
+	st, sizes, sum := pruneInBatches(t, p, batchMax)
 	deleted := n - len(kept)
 	require.Equal(t, deleted, sum)
 	require.Greater(t, len(sizes), deleted/batchMax, "more than one step")
