@@ -85,6 +85,17 @@ func newTestPruner(t *testing.T, s *Store, clock *manualClock, opts PrunerOption
 	return p
 }
 
+// transferPruneStore is pruneStore with its transfer store and the clock
+// that both run on.
+func transferPruneStore(t *testing.T, from charging.SubscriberID) (*manualClock, *Store, *Transfers) {
+	t.Helper()
+	clock := &manualClock{t: pruneT0}
+	s := pruneStore(t, clock, from)
+	ts, err := NewTransfers(s)
+	require.NoError(t, err)
+	return clock, s, ts
+}
+
 // pruneInBatches runs one pass of p and returns its stats, the size of
 // each delete batch, every one at most batchMax, and their sum.
 func pruneInBatches(t *testing.T, p *Pruner, batchMax int) (st PruneStats, sizes []int, sum int) {
@@ -421,10 +432,7 @@ func indexed(t *testing.T, s *Store, from charging.SubscriberID, key string) boo
 // young, exactly-Retention-old and open ones stay; the records all stay.
 func TestPruneTransferKeysOfFinalOldTransfers(t *testing.T) {
 	const from = 38344000010
-	clock := &manualClock{t: pruneT0}
-	s := pruneStore(t, clock, from)
-	ts, err := NewTransfers(s)
-	require.NoError(t, err)
+	clock, s, ts := transferPruneStore(t, from)
 	retention := 48 * time.Hour
 	cases := []struct {
 		key   string
@@ -478,10 +486,7 @@ func TestPruneTransferKeysOfFinalOldTransfers(t *testing.T) {
 // senders at once.
 func TestPruneTransferKeysAcrossSteps(t *testing.T) {
 	const first = 38344000100
-	clock := &manualClock{t: pruneT0}
-	s := pruneStore(t, clock, first)
-	ts, err := NewTransfers(s)
-	require.NoError(t, err)
+	clock, s, ts := transferPruneStore(t, first)
 	const n, batchMax = 30, 3
 	kept := map[int]bool{}
 	for i := range n {
@@ -513,10 +518,7 @@ func TestPruneTransferKeysAcrossSteps(t *testing.T) {
 // deleted; the next pass finishes.
 func TestPruneTransferKeysCancelled(t *testing.T) {
 	const from = 38344000011
-	clock := &manualClock{t: pruneT0}
-	s := pruneStore(t, clock, from)
-	ts, err := NewTransfers(s)
-	require.NoError(t, err)
+	clock, s, ts := transferPruneStore(t, from)
 	keys := []string{"a", "b", "c", "d"}
 	for _, k := range keys {
 		transferAt(t, ts, k, from, pruneT0.Add(-8*24*time.Hour), charging.TransferCredited)
@@ -541,10 +543,7 @@ func TestPruneTransferKeysCancelled(t *testing.T) {
 // kept; the pass goes on. One that does not decode stops it.
 func TestPruneTransferKeysMissingTransfer(t *testing.T) {
 	const from, other = 38344000012, 38344000099
-	clock := &manualClock{t: pruneT0}
-	s := pruneStore(t, clock, from)
-	ts, err := NewTransfers(s)
-	require.NoError(t, err)
+	clock, s, ts := transferPruneStore(t, from)
 	old := pruneT0.Add(-8 * 24 * time.Hour)
 	theirs := transferAt(t, ts, "theirs", other, old, charging.TransferCredited)
 	transferAt(t, ts, "z-valid", from, old, charging.TransferCredited) // sorts after the bad ones
@@ -604,16 +603,14 @@ func (l *lockedBuffer) String() string {
 // begin a second transfer while the first is still being driven.
 func TestPruneTransferKeysRechecksUnderTheLock(t *testing.T) {
 	const from = 38344000013
-	clock := &manualClock{t: pruneT0}
-	s := pruneStore(t, clock, from)
-	ts, err := NewTransfers(s)
-	require.NoError(t, err)
+	clock, s, ts := transferPruneStore(t, from)
 	transferAt(t, ts, "k", from, pruneT0.Add(-8*24*time.Hour), charging.TransferCredited)
 	p := newTestPruner(t, s, clock, PrunerOptions{})
 	var open charging.Transfer
 	p.onKeyDel = func() {
 		require.NoError(t, s.db.Delete(transferKeyIndexKey(from, "k"), pebble.Sync))
 		var existed bool
+		var err error
 		open, existed, err = ts.Begin("k", from, from+1, charging.Euros(1), 0, clock.Now())
 		require.NoError(t, err)
 		require.False(t, existed)

@@ -261,10 +261,7 @@ func TestTransferOpenPagesAfterID(t *testing.T) {
 // the retry begins a new transfer, by contract, and the old record stays.
 func TestTransferRetryAfterPruneBeginsNew(t *testing.T) {
 	const from, to charging.SubscriberID = 38344000021, 38344000022
-	clock := &manualClock{t: pruneT0}
-	s := pruneStore(t, clock, from)
-	ts, err := NewTransfers(s)
-	require.NoError(t, err)
+	clock, s, ts := transferPruneStore(t, from)
 	created := pruneT0.Add(-8 * 24 * time.Hour)
 	first, _, err := ts.Begin("U/r", from, to, charging.Euros(2), 0, created)
 	require.NoError(t, err)
@@ -306,10 +303,7 @@ func TestTransferRetryAfterPruneBeginsNew(t *testing.T) {
 // new transfer, open, which every later retry must find: never a third.
 func TestTransferRetriesRacingThePruner(t *testing.T) {
 	const from, to charging.SubscriberID = 38344000023, 38344000024
-	clock := &manualClock{t: pruneT0}
-	s := pruneStore(t, clock, from)
-	ts, err := NewTransfers(s)
-	require.NoError(t, err)
+	clock, s, ts := transferPruneStore(t, from)
 	old, _, err := ts.Begin("U/race", from, to, charging.Euros(1), 0, pruneT0.Add(-8*24*time.Hour))
 	require.NoError(t, err)
 	_, err = ts.Advance(old.ID, charging.TransferRefused)
