@@ -2,11 +2,14 @@ package httpapi
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/ocs-engine/ocs/charging"
+	"github.com/stretchr/testify/require"
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fastjson"
 )
@@ -200,5 +203,31 @@ func FuzzHandler(f *testing.F) {
 		if sc >= 400 && (v.GetInt("status") != sc || len(v.GetStringBytes("code")) == 0) {
 			t.Fatalf("%d: bad problem %s", sc, out)
 		}
+	})
+}
+
+// FuzzAppendString: whatever bytes a client sent (a request key, a reason),
+// the string written back is valid JSON and reads back as the same text,
+// each byte that is not UTF-8 as U+FFFD.
+func FuzzAppendString(f *testing.F) {
+	for _, s := range []string{"", "r-1", `a"b\c`, "\x00\x1f\x7f", "ë€𝄞", "\xff\xfe", "a\xc3", "\xed\xa0\x80"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		out := appendString(nil, s)
+		require.True(t, json.Valid(out), "%q → %s", s, out)
+		var back string
+		require.NoError(t, json.Unmarshal(out, &back))
+		var want strings.Builder
+		for i := 0; i < len(s); {
+			r, n := utf8.DecodeRuneInString(s[i:])
+			if r == utf8.RuneError && n == 1 {
+				want.WriteRune(utf8.RuneError)
+			} else {
+				want.WriteString(s[i : i+n])
+			}
+			i += n
+		}
+		require.Equal(t, want.String(), back)
 	})
 }

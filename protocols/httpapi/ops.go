@@ -218,6 +218,10 @@ func appendEntry(b []byte, id charging.SubscriberID, e *charging.Entry) []byte {
 		b = appendTxID(b, id, e.Ref)
 		b = append(b, '"')
 	}
+	if e.Key != "" {
+		// What a channel reconciles by: its own request key.
+		b = appendStringField(b, "reference", e.Key)
+	}
 	return append(b, '}')
 }
 

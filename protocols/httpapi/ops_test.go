@@ -76,6 +76,9 @@ func TestTransactionsRefundsLedger(t *testing.T) {
 	require.Equal(t, "-0.05", string(txs[0].GetStringBytes("amount")))
 	require.Equal(t, "0.80", string(txs[0].GetStringBytes("balanceAfter")))
 	require.Equal(t, 2, txs[0].GetInt("ratingGroup"))
+	require.Equal(t, "smsf-1|2026-03-01T12:00:00.000Z|4", string(txs[0].GetStringBytes("reference")),
+		"an Nchf charge without Idempotency-Key is keyed by nFName|invocationTimeStamp|invocationSequenceNumber")
+	require.Equal(t, "smsf-1|2026-03-01T12:00:00.000Z|3", string(txs[1].GetStringBytes("reference")))
 	require.Equal(t, 4, v.GetInt("next"))
 	r = h.do("GET", path+"?limit=2&before=2", keyOps, "")
 	require.Equal(t, 200, r.status, r.body)
@@ -116,11 +119,21 @@ func TestTransactionsRefundsLedger(t *testing.T) {
 	r = h.do("POST", refunds, keyOps, body)
 	require.Equal(t, "missing_idempotency_key", r.code(t))
 	require.Equal(t, charging.Euros(1)-15*charging.AmountPerCent, h.engine.balance(t, id))
+	// The refund's transaction carries its Idempotency-Key as reference;
+	// a key that is not UTF-8 (a header may hold any byte) still gives
+	// valid JSON.
+	r = h.do("GET", path+"?limit=1", keyOps, "")
+	require.Equal(t, "r-1", string(r.json(t).GetArray("transactions")[0].GetStringBytes("reference")))
+	r = h.do("POST", topupPath, keyChannel, topupBody(msisdn, "1.00"), "Idempotency-Key", "q\"\xff")
+	require.Equal(t, 201, r.status, r.body)
+	r = h.do("GET", path+"?limit=1", keyOps, "")
+	require.Equal(t, "q\"\ufffd", string(r.json(t).GetArray("transactions")[0].GetStringBytes("reference")))
+	require.Equal(t, charging.Euros(2)-15*charging.AmountPerCent, h.engine.balance(t, id))
 
 	h.provision("38349000001", "2.5")
 	r = h.do("GET", "/v1/ledger", keyOps, "")
 	require.Equal(t, 200, r.status, r.body)
-	require.Equal(t, `{"owed":"3.35","accounts":2}`, r.body)
+	require.Equal(t, `{"owed":"4.35","accounts":2}`, r.body)
 }
 
 func TestAPIKeysHealthReady(t *testing.T) {

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"strconv"
 	"time"
+	"unicode/utf8"
 	"unsafe"
 
 	"github.com/ocs-engine/ocs/charging"
@@ -62,7 +63,7 @@ var (
 
 func appendString(b []byte, s string) []byte {
 	b = append(b, '"')
-	for i := 0; i < len(s); i++ {
+	for i := 0; i < len(s); {
 		c := s[i]
 		switch {
 		case c == '"' || c == '\\':
@@ -70,9 +71,22 @@ func appendString(b []byte, s string) []byte {
 		case c < 0x20:
 			const hex = "0123456789abcdef"
 			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
-		default:
+		case c < utf8.RuneSelf:
 			b = append(b, c)
+		default:
+			// Strings from clients (request keys, reasons) may be any
+			// bytes; JSON must be UTF-8. An invalid byte becomes U+FFFD,
+			// as encoding/json writes it.
+			r, n := utf8.DecodeRuneInString(s[i:])
+			if r == utf8.RuneError && n == 1 {
+				b = append(b, `\ufffd`...)
+			} else {
+				b = append(b, s[i:i+n]...)
+			}
+			i += n
+			continue
 		}
+		i++
 	}
 	return append(b, '"')
 }
