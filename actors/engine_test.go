@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/asynkron/protoactor-go/actor"
 	"github.com/ocs-engine/ocs/charging"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
@@ -472,4 +473,58 @@ func TestCardCreditOutwaitsTheRequestTimeout(t *testing.T) {
 	store.mu.Lock()
 	defer store.mu.Unlock()
 	require.Equal(t, out.Seq, store.cards[card.Hash].CreditSeq)
+}
+
+// A sweep stops its idle actors a chunk at a time (passivateChunk, then a
+// pause), every one of them; an engine stopping meanwhile ends the pauses
+// and still stops the rest.
+func TestPassivationsArePacedAndComplete(t *testing.T) {
+	store := newMemStore()
+	e, _ := startEngine(t, store)
+	const n = 3*passivateChunk + 5
+	for i := 0; i < n; i++ {
+		provision(t, e, charging.SubscriberID(38349400000+i), charging.Euros(1))
+	}
+	var pids []*actor.PID
+	for i := range e.dir.shards {
+		for _, en := range e.dir.shards[i].entries {
+			pids = append(pids, en.pid)
+		}
+	}
+	require.Len(t, pids, n)
+	start := time.Now()
+	e.sweepOnce()
+	require.GreaterOrEqual(t, time.Since(start), 3*passivatePause, "three pauses between four chunks")
+	require.Zero(t, e.ActiveActors())
+	stopped := func(pids []*actor.PID) bool {
+		for _, pid := range pids {
+			if _, ok := e.system.ProcessRegistry.Get(pid); ok {
+				return false
+			}
+		}
+		return true
+	}
+	require.Eventually(t, func() bool { return stopped(pids) }, 10*time.Second, 5*time.Millisecond)
+
+	// Stopping: no pause, and every actor is stopped all the same.
+	for i := 0; i < n; i++ {
+		provision(t, e, charging.SubscriberID(38349500000+i), charging.Euros(1))
+	}
+	pids = pids[:0]
+	for i := range e.dir.shards {
+		s := &e.dir.shards[i]
+		s.mu.Lock()
+		for id, en := range s.entries {
+			pids = append(pids, en.pid)
+			delete(s.entries, id) // as sweepOnce does before stopping
+		}
+		s.mu.Unlock()
+	}
+	e.dir.active.Add(-int64(len(pids)))
+	quit := make(chan struct{})
+	close(quit)
+	start = time.Now()
+	e.stopPaced(pids, quit)
+	require.Less(t, time.Since(start), time.Duration(n/passivateChunk)*passivatePause, "no pauses once stopping")
+	require.Eventually(t, func() bool { return stopped(pids) }, 10*time.Second, 5*time.Millisecond)
 }
