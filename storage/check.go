@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 
 	"github.com/cockroachdb/pebble/v2"
 
@@ -21,7 +22,14 @@ const checkCtxEvery = 1024
 //     and the last one equals the account's balance;
 //   - no journal entry without its account;
 //   - every refund marker names a refundable entry and a refund entry;
-//   - the stored totals equal the sum of balances and the account count.
+//   - the stored totals equal the sum of balances and the account count;
+//   - scratch cards: a used card names its credit, a voucher top-up of its
+//     value on its beneficiary's journal under the card's request key, or
+//     (an older build's half-way redemption) has a pending marker; an
+//     unused card has none; no marker without its card; and the journals
+//     hold exactly as many voucher credits as used cards name, plus the
+//     pending cards whose credit landed (recorded under the card's key).
+//     So a card credited twice, or credited and still active, is caught.
 //
 // It streams (two iterators in step, O(n) time, O(1) memory) and may run
 // beside commits: it reads a snapshot. Tests call it at cleanup; an ops
@@ -40,6 +48,9 @@ func (s *Store) Check(ctx context.Context) error {
 	if err == nil {
 		err = c.totals(sum)
 	}
+	if err == nil {
+		err = c.vouchers()
+	}
 	if err != nil {
 		if errors.Is(err, ErrCorrupt) || errors.Is(err, ctx.Err()) {
 			return fmt.Errorf("storage: check: %w", err)
@@ -53,6 +64,8 @@ type checker struct {
 	ctx  context.Context
 	snap *pebble.Snapshot
 	n    int
+	// voucherCredits counts the journals' voucher top-ups, for vouchers.
+	voucherCredits int
 }
 
 func (c *checker) tick() error {
@@ -142,6 +155,9 @@ func (c *checker) journal(jIt *pebble.Iterator, a *charging.Account) error {
 				ErrCorrupt, a.ID, e.Seq, balance, e.Amount, e.BalanceAfter)
 		}
 		seq, balance = e.Seq, e.BalanceAfter
+		if e.Kind == charging.EntryTopUp && e.Channel == charging.ChannelVoucher {
+			c.voucherCredits++
+		}
 		if e.Seq > recordSeq {
 			a.Fold(&e)
 		}
@@ -197,11 +213,11 @@ func (c *checker) refunds() error {
 		if err != nil {
 			return fmt.Errorf("refund marker %d/%d: %w", id, seq, err)
 		}
-		charge, err := c.entry(id, seq)
+		charge, err := c.entry(id, seq, "refund marker")
 		if err != nil {
 			return err
 		}
-		refund, err := c.entry(id, refundSeq)
+		refund, err := c.entry(id, refundSeq, "refund marker")
 		if err != nil {
 			return err
 		}
@@ -214,12 +230,14 @@ func (c *checker) refunds() error {
 	return it.Error()
 }
 
-func (c *checker) entry(id charging.SubscriberID, seq uint64) (charging.Entry, error) {
+// entry reads journal entry seq of id, which what (the record naming it)
+// says exists.
+func (c *checker) entry(id charging.SubscriberID, seq uint64, what string) (charging.Entry, error) {
 	var kb [journalKeyLen]byte
 	k := appendJournalKey(kb[:0], id, seq)
 	v, closer, err := c.snap.Get(k)
 	if errors.Is(err, pebble.ErrNotFound) {
-		return charging.Entry{}, fmt.Errorf("%w: refund marker names missing entry %d/%d", ErrCorrupt, id, seq)
+		return charging.Entry{}, fmt.Errorf("%w: %s names missing entry %d/%d", ErrCorrupt, what, id, seq)
 	}
 	if err != nil {
 		return charging.Entry{}, err
@@ -246,4 +264,114 @@ func (c *checker) totals(sum charging.Totals) error {
 		return fmt.Errorf("%w: stored totals %+v but records add up to %+v", ErrCorrupt, t, sum)
 	}
 	return nil
+}
+
+// vouchers checks every card against its credit or pending marker, and the
+// count of voucher credits the journal walk made (see Check).
+func (c *checker) vouchers() error {
+	it, err := c.table(tagVoucher)
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	var credited, pending, pendingLanded int
+	for ok := it.First(); ok; ok = it.Next() {
+		if err := c.tick(); err != nil {
+			return err
+		}
+		k := it.Key()
+		if len(k) != voucherKeyLen {
+			return fmt.Errorf("%w: voucher key of %d bytes", ErrCorrupt, len(k))
+		}
+		var h VoucherHash
+		copy(h[:], k[1:])
+		v, err := decodeVoucher(it.Value())
+		if err == nil {
+			err = validateVoucher(&v)
+		}
+		if err != nil {
+			return fmt.Errorf("%w: voucher %x: %w", ErrCorrupt, h[:4], err)
+		}
+		marked, err := c.exists(voucherPendingKey(nil, &h))
+		if err != nil {
+			return err
+		}
+		switch {
+		case v.State == charging.VoucherUsed && v.CreditSeq != 0:
+			credited++
+			what := "voucher " + strconv.FormatUint(v.Serial, 10)
+			e, err := c.entry(v.UsedBy, v.CreditSeq, what)
+			if err != nil {
+				return err
+			}
+			if e.Kind != charging.EntryTopUp || e.Channel != charging.ChannelVoucher || e.Amount != v.Value || e.Key != RedemptionKey(h) {
+				return fmt.Errorf("%w: %s of %d names entry %d/%d, a %s %s of %d keyed %q",
+					ErrCorrupt, what, v.Value, v.UsedBy, v.CreditSeq, e.Channel, e.Kind, e.Amount, e.Key)
+			}
+			if marked {
+				return fmt.Errorf("%w: %s is credited and still pending", ErrCorrupt, what)
+			}
+		case v.State == charging.VoucherUsed:
+			pending++
+			if !marked {
+				return fmt.Errorf("%w: voucher %d is used without a credit or a pending marker", ErrCorrupt, v.Serial)
+			}
+			// Did its credit land before the crash? An older build
+			// recorded it under the card's key, and the pruner keeps that
+			// record while the marker exists.
+			landed, err := c.exists(appendRequestKey(nil, v.UsedBy, RedemptionKey(h)))
+			if err != nil {
+				return err
+			}
+			if landed {
+				pendingLanded++
+			}
+		case marked:
+			return fmt.Errorf("%w: voucher %d is %v with a pending marker", ErrCorrupt, v.Serial, v.State)
+		}
+	}
+	if err := it.Error(); err != nil {
+		return err
+	}
+	markers, err := c.count(tagVoucherPending)
+	if err != nil {
+		return err
+	}
+	switch {
+	case markers != pending:
+		return fmt.Errorf("%w: %d pending markers for %d cards used and not credited", ErrCorrupt, markers, pending)
+	case c.voucherCredits != credited+pendingLanded:
+		return fmt.Errorf("%w: %d voucher credits in the journals for %d credited cards and %d pending ones whose credit landed",
+			ErrCorrupt, c.voucherCredits, credited, pendingLanded)
+	}
+	return nil
+}
+
+// exists reports whether k is in the snapshot.
+func (c *checker) exists(k []byte) (bool, error) {
+	_, closer, err := c.snap.Get(k)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return true, closer.Close()
+}
+
+// count returns the number of records in table tag.
+func (c *checker) count(tag byte) (int, error) {
+	it, err := c.table(tag)
+	if err != nil {
+		return 0, err
+	}
+	defer it.Close()
+	n := 0
+	for ok := it.First(); ok; ok = it.Next() {
+		if err := c.tick(); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, it.Error()
 }

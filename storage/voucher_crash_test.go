@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"context"
 	crand "crypto/rand"
 	"math/rand/v2"
 	"testing"
@@ -75,6 +76,7 @@ func TestRedemptionCardAndCreditAreOneBatch(t *testing.T) {
 		pending, err := v2.Pending(nil, 100)
 		require.NoError(t, err)
 		require.Empty(t, pending, "the one-batch protocol leaves no marker")
+		require.NoError(t, s2.Check(context.Background()), "seed %d", seed)
 		require.NoError(t, s2.Close())
 	}
 }

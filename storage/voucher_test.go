@@ -2,6 +2,7 @@ package storage
 
 import (
 	"bytes"
+	"context"
 	"encoding/csv"
 	"io"
 	"strconv"
@@ -314,6 +315,7 @@ func TestVoucherRedeemLifecycle(t *testing.T) {
 	require.ErrorIs(t, v.BlockBatch(99), ErrVoucherNotFound)
 	_, err = v.Block(1)
 	require.ErrorIs(t, err, ErrVoucherNotFound)
+	require.NoError(t, s.Check(context.Background()))
 }
 
 // A pending marker left by an older build survives a reopen, is listed
@@ -419,6 +421,7 @@ func TestVoucherConcurrentRedeemExactlyOne(t *testing.T) {
 	p, err := v.Pending(nil, 100)
 	require.NoError(t, err)
 	require.Empty(t, p)
+	require.NoError(t, s.Check(context.Background()))
 }
 
 // Pending pages through the markers in hash order, each page after the
@@ -704,4 +707,88 @@ func TestVoucherBarSurvivesReopen(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, charging.VoucherOK, r.Result)
 	r.Release()
+}
+
+// Check holds every card to its credit: a card credited twice, credited and
+// still active, or used with no credit and no pending marker is corruption.
+func TestCheckCardsAgainstTheirCredits(t *testing.T) {
+	setup := func(t *testing.T) (*Store, *Vouchers, *vchEngine, []vchRow) {
+		s, v := vchOpen(t, "", vfs.NewMem())
+		t.Cleanup(func() { _ = s.Close() })
+		rows := vchGenerate(t, v, 1, 3, nil)
+		e := newVchEngine(t, s)
+		e.provision(38344000001, 38344000002)
+		r, err := v.Redeem(rows[0].code, 38344000001, 38344000001, vchNow)
+		require.NoError(t, err)
+		require.Equal(t, charging.ResultOK, e.credit(&r).Result)
+		vchMarkPending(t, v, rows[1].code, 38344000002) // an older build's half-way redemption
+		require.NoError(t, s.Check(context.Background()))
+		return s, v, e, rows
+	}
+	card := func(t *testing.T, v *Vouchers, row vchRow) (VoucherHash, charging.Voucher) {
+		h, rec, err := v.BySerial(row.serial)
+		require.NoError(t, err)
+		return h, rec
+	}
+	put := func(t *testing.T, v *Vouchers, h VoucherHash, rec charging.Voucher) {
+		require.NoError(t, v.db.Set(voucherKey(nil, &h), appendVoucher(nil, &rec), pebble.Sync))
+	}
+	for name, spoil := range map[string]func(t *testing.T, s *Store, v *Vouchers, e *vchEngine, rows []vchRow){
+		"credited card made active again": func(t *testing.T, _ *Store, v *Vouchers, _ *vchEngine, rows []vchRow) {
+			h, rec := card(t, v, rows[0])
+			rec.State, rec.UsedBy, rec.UsedAt, rec.CreditSeq = charging.VoucherActive, 0, 0, 0
+			put(t, v, h, rec)
+		},
+		"card names another entry": func(t *testing.T, s *Store, v *Vouchers, e *vchEngine, rows []vchRow) {
+			a, _, err := s.LoadAccount(38344000001)
+			require.NoError(t, err)
+			cmd := charging.Command{Kind: charging.KindTopUp, Channel: charging.ChannelElectronic, Key: "e",
+				Subscriber: 38344000001, Amount: charging.Euros(10)}
+			_, eff := a.Apply(&e.cfg, &cmd, vchNow)
+			require.NoError(t, s.Commit([]charging.Change{{Account: a, Entry: eff.Entry}}))
+			h, rec := card(t, v, rows[0])
+			rec.CreditSeq = eff.Entry.Seq // an electronic top-up of the same value
+			put(t, v, h, rec)
+		},
+		"card names a missing entry": func(t *testing.T, _ *Store, v *Vouchers, _ *vchEngine, rows []vchRow) {
+			h, rec := card(t, v, rows[0])
+			rec.CreditSeq = 99
+			put(t, v, h, rec)
+		},
+		"used without credit or marker": func(t *testing.T, _ *Store, v *Vouchers, _ *vchEngine, rows []vchRow) {
+			h, rec := card(t, v, rows[2])
+			rec.State, rec.UsedBy, rec.UsedAt = charging.VoucherUsed, 38344000001, vchNow.Unix()
+			put(t, v, h, rec)
+		},
+		"marker of an active card": func(t *testing.T, _ *Store, v *Vouchers, _ *vchEngine, rows []vchRow) {
+			h, _ := card(t, v, rows[2])
+			require.NoError(t, v.db.Set(voucherPendingKey(nil, &h), appendVoucherPending(nil, 38344000001, charging.Euros(10), 1), pebble.Sync))
+		},
+		"a second credit of a card": func(t *testing.T, s *Store, v *Vouchers, e *vchEngine, rows []vchRow) {
+			// The pending card's credit lands, recorded under its key as an
+			// older build did (allowed); then a voucher credit no card names.
+			h, _ := card(t, v, rows[1])
+			credit := func(id charging.SubscriberID, key string, record bool) {
+				a, _, err := s.LoadAccount(id)
+				require.NoError(t, err)
+				cmd := charging.Command{Kind: charging.KindTopUp, Channel: charging.ChannelVoucher, Key: key,
+					Subscriber: id, Amount: charging.Euros(10)}
+				out, eff := a.Apply(&e.cfg, &cmd, vchNow)
+				c := charging.Change{Account: a, Entry: eff.Entry}
+				if record {
+					c.Key, c.Request = key, charging.RequestRecord{Fingerprint: cmd.Fingerprint(), Kind: cmd.Kind, Outcome: out}
+				}
+				require.NoError(t, s.Commit([]charging.Change{c}))
+			}
+			credit(38344000002, RedemptionKey(h), true)
+			require.NoError(t, s.Check(context.Background()), "a pending card's credit may have landed")
+			credit(38344000001, "V/again", false)
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			s, v, e, rows := setup(t)
+			spoil(t, s, v, e, rows)
+			require.ErrorIs(t, s.Check(context.Background()), ErrCorrupt)
+		})
+	}
 }
