@@ -3,6 +3,7 @@
 //	ocs serve [--data DIR] [--listen ADDR] [--config FILE]
 //	ocs config          print the embedded demo configuration
 //	ocs vouchers generate|block   make a batch of scratch cards, block a card or batch
+//	ocs check [--data DIR]        verify a stopped engine's database
 //
 // Everything is wired here and nowhere else: flags → configuration → storage
 // → engine → HTTP → signal → ordered shutdown.
@@ -28,6 +29,8 @@ func main() {
 		err = printConfig(os.Stdout)
 	case "vouchers":
 		err = vouchers(os.Args[2:])
+	case "check":
+		err = check(os.Args[2:], os.Stdout)
 	case "-h", "--help", "help":
 		usage()
 		return
@@ -63,5 +66,8 @@ func usage() {
       new CSV (mode 0600); the secret file is 32+ random bytes: head -c 32 /dev/urandom > voucher.key
   ocs vouchers block (--serial S | --batch B) [--data DIR]
       block a card or a whole batch offline (while serving, use the ops API)
+  ocs check [--data DIR]
+      verify a stopped engine's database: journals add up to balances, ledger totals to
+      accounts, every scratch card to its credit; exit status 1 and the first violation if not
 `)
 }
