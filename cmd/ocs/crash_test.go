@@ -5,6 +5,7 @@ import (
 	"math/rand"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -175,6 +176,9 @@ func TestCrashUnderLoadLosesNothingAcknowledged(t *testing.T) {
 	require.Equal(t, sum.String(), mustAmount(t, owed).String(), "ledger total equals the sum of balances")
 	require.Equal(t, uint64(subscribers), accounts)
 	s.stop()
+	var out strings.Builder
+	require.NoError(t, check([]string{"--data", dir}, &out), "ocs check after the kills")
+	require.Contains(t, out.String(), "consistent:")
 }
 
 func mustAmount(t *testing.T, s string) charging.Amount {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"math/rand"
@@ -503,6 +504,7 @@ func (r *redeemRig) checkKeys() {
 	store, err := storage.Open(r.dir, storage.Options{})
 	require.NoError(t, err)
 	defer func() { require.NoError(t, store.Close()) }()
+	require.NoError(t, store.Check(context.Background()), "journals, totals and every card against its credit")
 	v, err := storage.NewVouchers(store, [][]byte{secret}, charging.DefaultGuardPolicy())
 	require.NoError(t, err)
 	byKey := map[string]int{}
