@@ -231,3 +231,32 @@ func FuzzAppendString(f *testing.F) {
 		require.Equal(t, want.String(), back)
 	})
 }
+
+// FuzzIdempotencyKey: whatever the header holds, the key is taken exactly
+// when it is 1 to 64 bytes of printable ASCII, and otherwise refused with
+// the specific problem (or absent when the header is).
+func FuzzIdempotencyKey(f *testing.F) {
+	for _, s := range []string{"", "r-1", `q"\ ~`, "k\xff", "ë", "tab\tkey", strings.Repeat("k", 65)} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, header string) {
+		var ctx fasthttp.RequestCtx
+		ctx.Request.Header.Set("Idempotency-Key", header)
+		sent := string(ctx.Request.Header.Peek("Idempotency-Key")) // as fasthttp hands it over
+		key, p := idempotencyKey(&ctx)
+		printable := strings.IndexFunc(sent, func(r rune) bool { return r < ' ' || r > '~' }) < 0
+		switch {
+		case sent == "":
+			require.True(t, p.ok())
+			require.Empty(t, key)
+		case len(sent) > charging.RequestKeyBytesMax:
+			require.Equal(t, "request_key_too_long", p.code)
+		case printable:
+			require.True(t, p.ok(), "%q", sent)
+			require.Equal(t, sent, key)
+		default:
+			require.Equal(t, "invalid_idempotency_key", p.code, "%q", sent)
+			require.Empty(t, key)
+		}
+	})
+}

@@ -322,6 +322,10 @@ func writeJSON(ctx *fasthttp.RequestCtx, st *reqState, status int) {
 
 // idempotencyKey copies the Idempotency-Key header into an owned string,
 // or "" if absent. fasthttp reuses the header's bytes.
+//
+// The key must be printable ASCII: the IETF draft defines the header as a
+// structured-field string, and the key comes back to operations as the
+// transaction's reference, which must say exactly what the client sent.
 func idempotencyKey(ctx *fasthttp.RequestCtx) (string, problem) {
 	k := ctx.Request.Header.Peek("Idempotency-Key")
 	if len(k) == 0 {
@@ -329,6 +333,11 @@ func idempotencyKey(ctx *fasthttp.RequestCtx) (string, problem) {
 	}
 	if len(k) > charging.RequestKeyBytesMax {
 		return "", probKeyTooLong
+	}
+	for _, c := range k {
+		if c < 0x20 || c > 0x7e {
+			return "", probKeyInvalid
+		}
 	}
 	return string(k), problem{}
 }

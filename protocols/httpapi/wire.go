@@ -42,6 +42,8 @@ var (
 		detail: "This request needs an Idempotency-Key header, so that a retry is not applied twice."}
 	probKeyTooLong = badRequest("request_key_too_long",
 		"The request key (Idempotency-Key, or nFName|invocationTimeStamp|invocationSequenceNumber) is longer than 64 bytes.")
+	probKeyInvalid = badRequest("invalid_idempotency_key",
+		"The Idempotency-Key header must be printable ASCII (space to ~), the characters of an HTTP structured-field string.")
 	probBodyTooLarge = problem{status: 413, code: "body_too_large",
 		detail: "The request body is larger than this API accepts (64 KiB)."}
 	probUnauthorized = problem{status: 401, code: "unauthorized",
