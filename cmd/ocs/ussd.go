@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"strconv"
@@ -122,28 +121,25 @@ func (o opsStores) FixedAccount(id string) (charging.FixedAccount, bool, error) 
 
 func (o opsStores) PutFixedAccount(a *charging.FixedAccount) error { return o.f.Put(a) }
 
-// ussdEngine adapts *flows.Flows to ussd.Engine. The gateway's request key
-// is not needed: every leg's key comes from its durable record, and the
-// ussd handler answers a gateway retry of a finished request from its
-// session table (flows/doc.go states the remaining gap).
+// ussdEngine adapts *flows.Flows to ussd.Engine.
 type ussdEngine struct{ f *flows.Flows }
 
-func (u ussdEngine) Redeem(_ context.Context, _ string, caller, to charging.SubscriberID, code charging.VoucherCode) (ussd.Reply, error) {
+func (u ussdEngine) Redeem(caller, to charging.SubscriberID, code charging.VoucherCode) (ussd.Reply, error) {
 	res, err := u.f.Redeem(caller, to, code)
 	return replyOf(&res), inProgress(err)
 }
 
-func (u ussdEngine) PayPackage(_ context.Context, _ string, caller charging.SubscriberID, pkg charging.PackageID, account string) (ussd.Reply, error) {
+func (u ussdEngine) PayPackage(caller charging.SubscriberID, pkg charging.PackageID, account string) (ussd.Reply, error) {
 	res, err := u.f.PayPackage(caller, pkg, account)
 	return replyOf(&res), inProgress(err)
 }
 
-func (u ussdEngine) Inquire(_ context.Context, caller charging.SubscriberID) (ussd.Reply, error) {
+func (u ussdEngine) Inquire(caller charging.SubscriberID) (ussd.Reply, error) {
 	res, err := u.f.Inquire(caller)
 	return replyOf(&res), err
 }
 
-func (u ussdEngine) Transfer(_ context.Context, key string, caller, to charging.SubscriberID, amount charging.Amount) (ussd.Reply, error) {
+func (u ussdEngine) Transfer(key string, caller, to charging.SubscriberID, amount charging.Amount) (ussd.Reply, error) {
 	res, err := u.f.Transfer(key, caller, to, amount)
 	return replyOf(&res), inProgress(err)
 }

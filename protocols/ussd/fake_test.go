@@ -1,7 +1,6 @@
 package ussd
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -65,8 +64,8 @@ func (f *fakeEngine) once(key string, fn func() Reply) (Reply, error) {
 	return r, nil
 }
 
-func (f *fakeEngine) Redeem(_ context.Context, key string, caller, to charging.SubscriberID, code charging.VoucherCode) (Reply, error) {
-	return f.once(key, func() Reply {
+func (f *fakeEngine) Redeem(caller, to charging.SubscriberID, code charging.VoucherCode) (Reply, error) {
+	return f.once("", func() Reply {
 		now := f.now()
 		g := f.guards[caller]
 		if g == nil {
@@ -93,7 +92,7 @@ func (f *fakeEngine) Redeem(_ context.Context, key string, caller, to charging.S
 			*v = before // revert: the card is not burned
 			return Reply{Reason: ReasonUnknownRecipient}
 		}
-		cmd := charging.Command{Kind: charging.KindTopUp, Channel: charging.ChannelVoucher, Key: key, Subscriber: to, Amount: v.Value}
+		cmd := charging.Command{Kind: charging.KindTopUp, Channel: charging.ChannelVoucher, Subscriber: to, Amount: v.Value}
 		out, _ := a.Apply(&f.cfg, &cmd, now)
 		if out.Result != charging.ResultOK {
 			*v = before
@@ -103,8 +102,8 @@ func (f *fakeEngine) Redeem(_ context.Context, key string, caller, to charging.S
 	})
 }
 
-func (f *fakeEngine) PayPackage(_ context.Context, key string, caller charging.SubscriberID, pkg charging.PackageID, account string) (Reply, error) {
-	return f.once(key, func() Reply {
+func (f *fakeEngine) PayPackage(caller charging.SubscriberID, pkg charging.PackageID, account string) (Reply, error) {
+	return f.once("", func() Reply {
 		now := f.now()
 		a := f.accounts[caller]
 		if a == nil {
@@ -137,7 +136,7 @@ func (f *fakeEngine) PayPackage(_ context.Context, key string, caller charging.S
 	})
 }
 
-func (f *fakeEngine) Inquire(_ context.Context, caller charging.SubscriberID) (Reply, error) {
+func (f *fakeEngine) Inquire(caller charging.SubscriberID) (Reply, error) {
 	return f.once("", func() Reply {
 		a := f.accounts[caller]
 		if a == nil {
@@ -147,7 +146,7 @@ func (f *fakeEngine) Inquire(_ context.Context, caller charging.SubscriberID) (R
 	})
 }
 
-func (f *fakeEngine) Transfer(_ context.Context, key string, caller, to charging.SubscriberID, amount charging.Amount) (Reply, error) {
+func (f *fakeEngine) Transfer(key string, caller, to charging.SubscriberID, amount charging.Amount) (Reply, error) {
 	return f.once(key, func() Reply {
 		now := f.now()
 		if r := f.rules.Validate(caller, to, amount); r != charging.TransferOK {

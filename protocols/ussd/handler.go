@@ -1,7 +1,6 @@
 package ussd
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -14,24 +13,29 @@ import (
 
 // Engine runs the intents of the USSD channel. The lead's actors.Engine
 // (through a small adapter in cmd/ocs) implements it; tests use a fake.
+// The engine bounds its own waits (actors.Config.RequestTimeout). A
+// business refusal is a Reply with its Reason; an error means the engine
+// could not answer, and the subscriber is told to retry.
 //
-// key is a request key derived from the gateway request (session, dialled
-// string, caller): a gateway retry carries the same key, so the engine
-// executes it once. A business refusal is a Reply with its Reason; an error
-// means the engine could not answer, and the subscriber is told to retry.
+// A gateway retry of a request the handler answered is answered again from
+// its session table; past that, each intent is idempotent by what it
+// writes: a card is used once, a package paid once a month, and a
+// transfer is keyed by its gateway request.
 type Engine interface {
 	// Redeem redeems a scratch card dialled by caller for beneficiary
 	// (storage.Vouchers.Redeem, then the credit that uses the card in its
 	// own batch).
-	Redeem(ctx context.Context, key string, caller, beneficiary charging.SubscriberID, code charging.VoucherCode) (Reply, error)
+	Redeem(caller, beneficiary charging.SubscriberID, code charging.VoucherCode) (Reply, error)
 	// PayPackage pays one month of package pkg of the fixed account from
 	// caller's mobile credit: the package price plus the *101# fee, at
 	// most once per calendar month per caller.
-	PayPackage(ctx context.Context, key string, caller charging.SubscriberID, pkg charging.PackageID, account string) (Reply, error)
+	PayPackage(caller charging.SubscriberID, pkg charging.PackageID, account string) (Reply, error)
 	// Inquire returns caller's balance, validity and state.
-	Inquire(ctx context.Context, caller charging.SubscriberID) (Reply, error)
-	// Transfer sends amount from caller to to; the fee is on top.
-	Transfer(ctx context.Context, key string, caller, to charging.SubscriberID, amount charging.Amount) (Reply, error)
+	Inquire(caller charging.SubscriberID) (Reply, error)
+	// Transfer sends amount from caller to to; the fee is on top. key is
+	// derived from the gateway request (session, dialled string, caller):
+	// a retry carries the same key, and the engine moves the money once.
+	Transfer(key string, caller, to charging.SubscriberID, amount charging.Amount) (Reply, error)
 }
 
 // ErrInProgress is what an Engine wraps in the error of an operation that
@@ -45,9 +49,6 @@ const (
 	// InFlightMax bounds intents running at once: beyond it the subscriber
 	// is told the service is busy (a bounded queue, never an unbounded one).
 	InFlightMax = 1024
-	// RequestTimeoutMax bounds one intent: USSD gateways wait about 10 s
-	// for an answer; we answer well within.
-	RequestTimeoutMax = 5 * time.Second
 )
 
 // Options configures a Handler. Zero fields take the defaults.
@@ -123,7 +124,7 @@ func (h *Handler) answer(sessionID, serviceCode, text, phone string) string {
 	if step.Intent.Kind == 0 {
 		return step.Body()
 	}
-	body := "END " + h.run(&step.Intent, requestKey(sessionID, input, caller))
+	body := "END " + h.run(&step.Intent, sessionID, input)
 	h.sessions.finish(sessionID, input, body)
 	return body
 }
@@ -141,27 +142,27 @@ func requestKey(sessionID, input string, caller charging.SubscriberID) string {
 	return "U/" + hex.EncodeToString(s.Sum(sum[:0])[:16])
 }
 
-// run executes in on the engine within the in-flight bound and timeout.
-func (h *Handler) run(in *Intent, key string) string {
+// run executes in on the engine within the in-flight bound. The request
+// of session sessionID with input (serviceCode and text) is what a
+// transfer's key is derived from.
+func (h *Handler) run(in *Intent, sessionID, input string) string {
 	select {
 	case h.inFlight <- struct{}{}:
 		defer func() { <-h.inFlight }()
 	default:
 		return txtOverloaded
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), RequestTimeoutMax)
-	defer cancel()
 	var r Reply
 	var err error
 	switch in.Kind {
 	case IntentRedeem:
-		r, err = h.engine.Redeem(ctx, key, in.Caller, in.Beneficiary, in.Code)
+		r, err = h.engine.Redeem(in.Caller, in.Beneficiary, in.Code)
 	case IntentPay:
-		r, err = h.engine.PayPackage(ctx, key, in.Caller, in.Package, in.Account)
+		r, err = h.engine.PayPackage(in.Caller, in.Package, in.Account)
 	case IntentInquire:
-		r, err = h.engine.Inquire(ctx, in.Caller)
+		r, err = h.engine.Inquire(in.Caller)
 	case IntentTransfer:
-		r, err = h.engine.Transfer(ctx, key, in.Caller, in.To, in.Amount)
+		r, err = h.engine.Transfer(requestKey(sessionID, input, in.Caller), in.Caller, in.To, in.Amount)
 	}
 	switch {
 	case errors.Is(err, ErrInProgress):
