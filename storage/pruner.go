@@ -28,7 +28,7 @@ package storage
 // pruned. Created is in whole seconds, the transfer began somewhere in
 // that second, so an entry is pruned only when Created is before the
 // cutoff's whole second: never early, at most a second late. Begin and the
-// pruner's deletes take the same per-sender lock (transferKeyLocks);
+// pruner's deletes take the same per-sender lock (Store.transferKeyLocks);
 // deleteTransferKeys explains why a retry racing a delete is safe either
 // way.
 //
@@ -611,7 +611,7 @@ func (p *Pruner) transferKeyPrunable(k, v []byte, cutoff int64, st *PruneStats) 
 //
 // # The race with Begin
 //
-// Begin, under its sender's stripe of transferKeyLocks, reads the entry
+// Begin, under its sender's stripe of Store.transferKeyLocks, reads the entry
 // and writes a new one only if there is none. The deletes are checked and
 // applied under the stripes of every sender in dels, so each Begin runs
 // wholly before or wholly after them:
@@ -644,13 +644,13 @@ func (p *Pruner) deleteTransferKeys(dels []transferKeyDelete, st *PruneStats) er
 	}
 	for i := range transferKeyStripes { // increasing: the lock order
 		if stripes&(1<<i) != 0 {
-			transferKeyLocks[i].Lock()
+			p.s.transferKeyLocks[i].Lock()
 		}
 	}
 	defer func() {
 		for i := range transferKeyStripes {
 			if stripes&(1<<i) != 0 {
-				transferKeyLocks[i].Unlock()
+				p.s.transferKeyLocks[i].Unlock()
 			}
 		}
 	}()

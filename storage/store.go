@@ -99,10 +99,13 @@ type Options struct {
 // they reuse batches and buffers and keep the running totals without a
 // lock. Pending.Wait may be called from another goroutine.
 type Store struct {
-	db      *pebble.DB
-	cache   *pebble.Cache
-	log     *slog.Logger
-	metrics *storeMetrics // nil: no metrics
+	db *pebble.DB
+	// transferKeyLocks order Transfers.Begin's look-up of the transfer
+	// key index against the Pruner's deletes in it (transfer.go).
+	transferKeyLocks transferKeyLocks
+	cache            *pebble.Cache
+	log              *slog.Logger
+	metrics          *storeMetrics // nil: no metrics
 
 	lookupOpts  pebble.IterOptions // read-only after Open
 	durableOpts pebble.IterOptions // lookupOpts without the memtables

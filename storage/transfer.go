@@ -65,12 +65,12 @@ const (
 // delete batch needs in a uint64.
 const transferKeyStripes = 64
 
-// transferKeyLocks belong to the process, not to a Transfers: the Pruner
-// has no handle on the Transfers cmd/ocs opens beside it, and both must
-// take the same lock for a sender. Two stores in one process (tests) only
-// share contention. Lock order: the pruner takes several, in increasing
-// index; Begin takes one and no other.
-var transferKeyLocks [transferKeyStripes]sync.Mutex
+// transferKeyLocks are the Store's (Store.transferKeyLocks), not a
+// Transfers': the Pruner has no handle on the Transfers cmd/ocs opens
+// beside it, and both must take the same lock for a sender. Lock order:
+// the pruner takes several, in increasing index; Begin takes one and no
+// other.
+type transferKeyLocks [transferKeyStripes]sync.Mutex
 
 func transferKeyStripe(from charging.SubscriberID) int { return int(uint64(from) % transferKeyStripes) }
 
@@ -82,9 +82,10 @@ var ErrTransferStep = errors.New("storage: transfer cannot move to this state")
 
 // Transfers is the transfer record store. Safe for concurrent use.
 type Transfers struct {
-	db    *pebble.DB
-	locks [256]sync.Mutex
-	mu    struct {
+	db      *pebble.DB
+	keyLock *transferKeyLocks // the Store's: shared with its Pruner
+	locks   [256]sync.Mutex
+	mu      struct {
 		sync.Mutex
 		next uint64
 	}
@@ -92,11 +93,9 @@ type Transfers struct {
 
 // NewTransfers returns the transfer store of s; IDs continue after the
 // highest one stored.
-func NewTransfers(s *Store) (*Transfers, error) { return newTransfers(s.db) }
-
-func newTransfers(db *pebble.DB) (*Transfers, error) {
-	t := &Transfers{db: db}
-	last, err := lastID(db, tagTransfer)
+func NewTransfers(s *Store) (*Transfers, error) {
+	t := &Transfers{db: s.db, keyLock: &s.transferKeyLocks}
+	last, err := lastID(s.db, tagTransfer)
 	t.mu.next = last + 1
 	return t, err
 }
@@ -162,7 +161,7 @@ func (t *Transfers) Begin(key string, from, to charging.SubscriberID, amount, fe
 	// cannot both miss the index, and the pruner cannot delete the entry
 	// between this look-up and its use (see Pruner.deleteTransferKeys for
 	// why either order with a prune is safe).
-	mu := &transferKeyLocks[transferKeyStripe(from)]
+	mu := &t.keyLock[transferKeyStripe(from)]
 	mu.Lock()
 	defer mu.Unlock()
 	k := binary.BigEndian.AppendUint64(appendTable(make([]byte, 0, 9+len(key)), tagTransferKey), uint64(from))
