@@ -217,8 +217,10 @@ type Vouchers struct {
 
 // NewVouchers returns the voucher store of s. secrets[0] hashes new
 // batches; every secret is tried on lookup (rotation). guard configures the
-// brute-force bar. Use one per Store: it keeps in memory which callers
-// have guards (guardSeen), and another's writes would not show in it.
+// brute-force bar. Use exactly one per Store: the card locks that make a
+// redemption exactly-once, the cache of batch records and the set of
+// callers with guards live in it, and a second one on the same Store would
+// not see the first's.
 func NewVouchers(s *Store, secrets [][]byte, guard charging.GuardPolicy) (*Vouchers, error) {
 	return newVouchers(s.db, secrets, guard)
 }
