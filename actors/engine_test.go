@@ -523,8 +523,15 @@ func TestPassivationsArePacedAndComplete(t *testing.T) {
 	e.dir.active.Add(-int64(len(pids)))
 	quit := make(chan struct{})
 	close(quit)
-	start = time.Now()
-	e.stopPaced(pids, quit)
-	require.Less(t, time.Since(start), time.Duration(n/passivateChunk)*passivatePause, "no pauses once stopping")
+	done := make(chan struct{})
+	go func() {
+		e.stopPacedEvery(pids, quit, time.Hour) // a pause would be an hour
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(time.Minute):
+		t.Fatal("stopPaced paused although quit was closed")
+	}
 	require.Eventually(t, func() bool { return stopped(pids) }, 10*time.Second, 5*time.Millisecond)
 }

@@ -58,6 +58,10 @@ const (
 // Once quit is closed (the engine is stopping), the rest are stopped
 // without pause.
 func (e *Engine) stopPaced(pids []*actor.PID, quit <-chan struct{}) {
+	e.stopPacedEvery(pids, quit, passivatePause)
+}
+
+func (e *Engine) stopPacedEvery(pids []*actor.PID, quit <-chan struct{}, pause time.Duration) {
 	t := time.NewTimer(0)
 	<-t.C
 	defer t.Stop()
@@ -66,7 +70,7 @@ func (e *Engine) stopPaced(pids []*actor.PID, quit <-chan struct{}) {
 		if (i+1)%passivateChunk != 0 || i+1 == len(pids) {
 			continue
 		}
-		t.Reset(passivatePause)
+		t.Reset(pause)
 		select {
 		case <-t.C:
 		case <-quit:
