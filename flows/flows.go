@@ -313,34 +313,29 @@ func (f *Flows) Redeem(caller, beneficiary charging.SubscriberID, code charging.
 	return res, nil
 }
 
-// creditRedemption finishes a pending marker of an older build: credit,
-// then Complete, or Revert if the credit was refused.
-func (f *Flows) creditRedemption(r *Redemption, res *Result, other bool, d drive) error {
+// finishMarker finishes a pending marker of an older build (Recover, the
+// re-driver): the card's credit again, answered from its record if it was
+// made before, then Complete, or Revert if the credit was refused. It
+// reports whether the card was credited.
+func (f *Flows) finishMarker(r *Redemption) (credited bool, err error) {
 	out, err := f.leg(&r.Credit)
 	if err != nil {
-		return fmt.Errorf("flows: credit voucher: %w", err)
+		return false, fmt.Errorf("flows: credit voucher: %w", err)
 	}
-	if err := d.unsettled(&out); err != nil {
-		return fmt.Errorf("flows: credit voucher: %w", err)
+	if err := driveAgain.unsettled(&out); err != nil {
+		return false, fmt.Errorf("flows: credit voucher: %w", err)
 	}
-	res.Account, res.Outcome, res.ByReceiver, res.Subscriber = out.Result, out, other, r.Beneficiary
 	if out.Result != charging.ResultOK {
 		// Nothing was credited: the card becomes active again.
 		if err := f.cfg.Vouchers.Revert(r.Hash); err != nil {
-			return fmt.Errorf("flows: revert voucher: %w", err)
+			return false, fmt.Errorf("flows: revert voucher: %w", err)
 		}
-		return nil
+		return false, nil
 	}
 	if err := f.cfg.Vouchers.Complete(r.Hash, out.Seq); err != nil {
-		if d == driveAgain {
-			return fmt.Errorf("flows: complete voucher: %w", err)
-		}
-		// The credit is durable and the subscriber is told so; the
-		// pending marker makes the re-driver run the credit again (it is
-		// answered from its record) and complete it.
-		f.log.Error("complete voucher after its credit", "err", err)
+		return true, fmt.Errorf("flows: complete voucher: %w", err)
 	}
-	return nil
+	return true, nil
 }
 
 // Transfer sends amount from caller to to; the fee is debited on top. key is
@@ -647,8 +642,8 @@ func (f *Flows) listPayments(after *recordKey, limit int) ([]Payment, error) {
 
 func (f *Flows) recoverRedemptions() (int, error) {
 	return recoverKind(f, f.listRedemptions, redemptionID, func(r *Redemption) error {
-		res := Result{Subscriber: r.Beneficiary}
-		return f.creditRedemption(r, &res, false, driveAgain)
+		_, err := f.finishMarker(r)
+		return err
 	})
 }
 

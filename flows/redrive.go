@@ -413,11 +413,11 @@ func paymentID(p *Payment) (recordKey, string) {
 }
 
 func (f *Flows) redriveRedemption(r *Redemption) (string, error) {
-	res := Result{Subscriber: r.Beneficiary}
-	if err := f.creditRedemption(r, &res, false, driveAgain); err != nil {
+	credited, err := f.finishMarker(r)
+	switch {
+	case err != nil:
 		return labelError, err
-	}
-	if res.Account == charging.ResultOK {
+	case credited:
 		return redriveCredited, nil
 	}
 	return redriveReverted, nil
