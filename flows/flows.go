@@ -260,14 +260,15 @@ func (f *Flows) leg(cmd *charging.Command) (charging.Outcome, error) {
 	}
 }
 
-// exists asks whether id has an account; res records a refusal.
-func (f *Flows) exists(id charging.SubscriberID, res *Result, receiver bool) (bool, error) {
+// receiverExists asks whether a transfer's receiver id has an account; res
+// records a refusal.
+func (f *Flows) receiverExists(id charging.SubscriberID, res *Result) (bool, error) {
 	out, err := f.cfg.Engine.Execute(&charging.Command{Kind: charging.KindInquire, Subscriber: id})
 	if err != nil {
 		return false, err
 	}
 	if out.Result != charging.ResultOK {
-		res.Account, res.ByReceiver, res.Outcome = out.Result, receiver, out
+		res.Account, res.ByReceiver, res.Outcome = out.Result, true, out
 		return false, nil
 	}
 	return true, nil
@@ -351,7 +352,7 @@ func (f *Flows) Transfer(key string, from, to charging.SubscriberID, amount char
 		f.metrics.transferred(&res, nil)
 		return res, nil
 	}
-	ok, err := f.exists(to, &res, true)
+	ok, err := f.receiverExists(to, &res)
 	if err != nil || !ok {
 		f.metrics.transferred(&res, err)
 		return res, err
