@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"runtime"
 	"strconv"
 	"sync/atomic"
@@ -36,6 +37,27 @@ func BenchmarkDurableEventCharges(b *testing.B) {
 	}
 	defer engine.Stop()
 	provisionBench(b, engine, subscribers)
+	runCharges(b, subscribers, func(w int64) func(sub, i int) error {
+		prefix := "w" + strconv.FormatInt(w, 10) + "-"
+		cmd := charging.Command{Kind: charging.KindCharge, Channel: charging.ChannelNetwork,
+			RatingGroup: charging.RatingGroupSMS, Units: 1}
+		return func(sub, i int) error {
+			cmd.Subscriber = charging.SubscriberID(38349000000 + sub)
+			cmd.Key = prefix + strconv.Itoa(i)
+			out, err := engine.Execute(&cmd)
+			if err != nil || (out.Result != charging.ResultOK && out.Result != charging.ResultOverloaded) {
+				return fmt.Errorf("%v: %v", out.Result, err)
+			}
+			return nil
+		}
+	})
+}
+
+// runCharges makes b.N event charges from benchCallers goroutines, worker
+// w's i-th on subscriber index sub, and reports charges/s and the process's
+// CPU-µs a charge. The engine and its ceiling share it, so that the fraction
+// compares the same callers spread the same way over the subscribers.
+func runCharges(b *testing.B, subscribers int, newWorker func(w int64) func(sub, i int) error) {
 	var worker atomic.Int64
 	b.SetParallelism(benchCallers / runtime.GOMAXPROCS(0))
 	b.ReportAllocs()
@@ -43,15 +65,10 @@ func BenchmarkDurableEventCharges(b *testing.B) {
 	cpu := processCPU()
 	b.RunParallel(func(pb *testing.PB) {
 		w := worker.Add(1)
-		prefix := "w" + strconv.FormatInt(w, 10) + "-"
-		cmd := charging.Command{Kind: charging.KindCharge, Channel: charging.ChannelNetwork,
-			RatingGroup: charging.RatingGroupSMS, Units: 1}
+		charge := newWorker(w)
 		for i := 0; pb.Next(); i++ {
-			cmd.Subscriber = charging.SubscriberID(38349000000 + (int(w)*7919+i)%subscribers)
-			cmd.Key = prefix + strconv.Itoa(i)
-			out, err := engine.Execute(&cmd)
-			if err != nil || (out.Result != charging.ResultOK && out.Result != charging.ResultOverloaded) {
-				b.Fatal(out.Result, err)
+			if err := charge((int(w)*7919+i)%subscribers, i); err != nil {
+				b.Fatal(err)
 			}
 		}
 	})
@@ -92,24 +109,13 @@ func BenchmarkDurableEventChargesCeiling(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	var worker atomic.Int64
-	b.SetParallelism(benchCallers / runtime.GOMAXPROCS(0))
-	b.ReportAllocs()
-	b.ResetTimer()
-	cpu := processCPU()
-	b.RunParallel(func(pb *testing.PB) {
-		w := worker.Add(1)
+	runCharges(b, subscribers, func(w int64) func(sub, i int) error {
 		key := make([]byte, 0, 32)
-		for i := 0; pb.Next(); i++ {
-			id := uint64(38349000000 + (int(w)*7919+i)%subscribers)
+		return func(sub, i int) error {
 			key = strconv.AppendInt(append(strconv.AppendInt(append(key[:0], 'w'), w, 10), '-'), int64(i), 10)
-			if err := l.ChargeEvent(id, 1, key); err != nil {
-				b.Fatal(err)
-			}
+			return l.ChargeEvent(uint64(38349000000+sub), 1, key)
 		}
 	})
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "charges/s")
-	b.ReportMetric(float64((processCPU()-cpu).Microseconds())/float64(b.N), "cpu-µs/charge")
 }
 
 // processCPU is the CPU time (user and system) this process has used. Per
