@@ -131,33 +131,41 @@ func printConfig(w io.Writer) error {
 	return enc.Encode(f)
 }
 
+// config is a loaded configuration, validated.
+type config struct {
+	charging charging.Config
+	engine   fileEngine
+	pruner   storage.PrunerOptions // engine's retention settings, parsed
+}
+
 // loadConfig returns the demo configuration, overlaid with path when given.
 // Unknown fields are refused: a misspelt tariff must not pass silently.
-func loadConfig(path string) (charging.Config, fileEngine, error) {
-	c := charging.DemoConfig()
+func loadConfig(path string) (config, error) {
+	c := config{charging: charging.DemoConfig()}
 	if path == "" {
-		return c, fileEngine{}, nil
+		return c, nil
 	}
 	raw, err := os.ReadFile(path)
 	if err != nil {
-		return c, fileEngine{}, err
+		return c, err
 	}
 	var f fileConfig
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&f); err != nil {
-		return c, fileEngine{}, fmt.Errorf("config %s: %w", path, err)
+		return c, fmt.Errorf("config %s: %w", path, err)
 	}
-	if err := apply(&c, &f); err != nil {
-		return c, fileEngine{}, fmt.Errorf("config %s: %w", path, err)
+	if err := apply(&c.charging, &f); err != nil {
+		return c, fmt.Errorf("config %s: %w", path, err)
 	}
-	if err := c.Validate(); err != nil {
-		return c, fileEngine{}, fmt.Errorf("config %s: %w", path, err)
+	if err := c.charging.Validate(); err != nil {
+		return c, fmt.Errorf("config %s: %w", path, err)
 	}
-	if _, err := f.Engine.prunerOptions(); err != nil {
-		return c, fileEngine{}, fmt.Errorf("config %s: %w", path, err)
+	if c.pruner, err = f.Engine.prunerOptions(); err != nil {
+		return c, fmt.Errorf("config %s: %w", path, err)
 	}
-	return c, f.Engine, nil
+	c.engine = f.Engine
+	return c, nil
 }
 
 func apply(c *charging.Config, f *fileConfig) error {

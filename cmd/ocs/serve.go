@@ -120,10 +120,11 @@ func serve(args []string) error {
 		}
 		defer stop()
 	}
-	cfg, engineCfg, err := loadConfig(f.config)
+	conf, err := loadConfig(f.config)
 	if err != nil {
 		return err
 	}
+	cfg := conf.charging
 	// A transfer's credit is a ChannelTransfer top-up: the channel must
 	// accept exactly the amounts the transfer rules accept.
 	cfg.Channels[charging.ChannelTransfer] = f.transfer.ChannelPolicy()
@@ -144,7 +145,7 @@ func serve(args []string) error {
 
 	engine, err := actors.Start(actors.Config{
 		Store: engineStore{store}, Charging: &cfg, Logger: log, Registerer: reg,
-		InflightMax: engineCfg.InflightMax, IdleAfter: time.Duration(engineCfg.IdleAfterSecs) * time.Second,
+		InflightMax: conf.engine.InflightMax, IdleAfter: time.Duration(conf.engine.IdleAfterSecs) * time.Second,
 	})
 	if err != nil {
 		_ = store.Close()
@@ -170,7 +171,7 @@ func serve(args []string) error {
 	}
 	// Idempotency records older than the retention are pruned in the
 	// background, once flows have recovered (they may need old records).
-	pruner := startPruner(store, engineCfg, reg, log)
+	pruner := startPruner(store, conf.pruner, reg, log)
 	stopRedriver := func() {}
 	if f.redrive.Interval > 0 {
 		stopRedriver = issue3.flows.StartRedriver(f.redrive)
@@ -195,13 +196,12 @@ func serve(args []string) error {
 }
 
 // startPruner starts the idempotency pruner (request records and the
-// transfer request-key index); loadConfig has validated its settings, so
-// NewPruner cannot refuse them.
-func startPruner(store *storage.Store, e fileEngine, reg prometheus.Registerer, log *slog.Logger) *storage.Pruner {
-	o, err := e.prunerOptions()
+// transfer request-key index) with o, which loadConfig has validated, so
+// NewPruner cannot refuse it.
+func startPruner(store *storage.Store, o storage.PrunerOptions, reg prometheus.Registerer, log *slog.Logger) *storage.Pruner {
 	o.Logger, o.Registerer = log, reg
-	p, perr := storage.NewPruner(store, o)
-	if err = errors.Join(err, perr); err != nil {
+	p, err := storage.NewPruner(store, o)
+	if err != nil {
 		panic("ocs: pruner settings passed loadConfig but were refused: " + err.Error())
 	}
 	p.Start()
