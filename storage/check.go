@@ -292,7 +292,7 @@ func (c *checker) vouchers() error {
 		if err != nil {
 			return fmt.Errorf("%w: voucher %x: %w", ErrCorrupt, h[:4], err)
 		}
-		marked, err := c.exists(voucherPendingKey(nil, &h))
+		marked, err := has(c.snap, voucherPendingKey(nil, &h))
 		if err != nil {
 			return err
 		}
@@ -319,7 +319,7 @@ func (c *checker) vouchers() error {
 			// Did its credit land before the crash? An older build
 			// recorded it under the card's key, and the pruner keeps that
 			// record while the marker exists.
-			landed, err := c.exists(appendRequestKey(nil, v.UsedBy, RedemptionKey(h)))
+			landed, err := has(c.snap, appendRequestKey(nil, v.UsedBy, RedemptionKey(h)))
 			if err != nil {
 				return err
 			}
@@ -345,18 +345,6 @@ func (c *checker) vouchers() error {
 			ErrCorrupt, c.voucherCredits, credited, pendingLanded)
 	}
 	return nil
-}
-
-// exists reports whether k is in the snapshot.
-func (c *checker) exists(k []byte) (bool, error) {
-	_, closer, err := c.snap.Get(k)
-	if errors.Is(err, pebble.ErrNotFound) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	return true, closer.Close()
 }
 
 // count returns the number of records in table tag.

@@ -369,7 +369,7 @@ func (p *Pruner) pause(ctx context.Context) error {
 // now as the epoch on the first pass.
 func (p *Pruner) epoch(now time.Time) (int64, error) {
 	k := appendMetaKey(nil, metaRequestEpoch)
-	v, found, err := p.s.get(k)
+	v, found, err := getCopy(p.s.db, k)
 	switch {
 	case err != nil:
 		return 0, fmt.Errorf("read epoch: %w", err)
@@ -508,13 +508,13 @@ func (p *Pruner) flowOpen(key []byte) (bool, error) {
 		if err != nil {
 			return false, nil
 		}
-		return p.exists(idKey(tagTransferOpen, id))
+		return has(p.s.db, idKey(tagTransferOpen, id))
 	case len(key) > 2 && key[0] == 'P' && key[1] == '/':
 		id, err := strconv.ParseUint(string(key[2:]), 10, 64)
 		if err != nil {
 			return false, nil
 		}
-		return p.exists(binary.BigEndian.AppendUint64(appendTable(nil, tagFixedPayOpen), id))
+		return has(p.s.db, binary.BigEndian.AppendUint64(appendTable(nil, tagFixedPayOpen), id))
 	}
 	return false, nil
 }
@@ -578,7 +578,7 @@ func (p *Pruner) transferKeyPrunable(k, v []byte, cutoff int64, st *PruneStats) 
 	d := transferKeyDelete{from: from, id: binary.BigEndian.Uint64(v)}
 	// Begin writes the record and its entry in one batch, and records are
 	// never deleted: an entry without its record is not a race.
-	raw, found, err := p.s.get(idKey(tagTransfer, d.id))
+	raw, found, err := getCopy(p.s.db, idKey(tagTransfer, d.id))
 	if err != nil {
 		return d, false, fmt.Errorf("read transfer %d: %w", d.id, err)
 	}
@@ -657,7 +657,7 @@ func (p *Pruner) deleteTransferKeys(dels []transferKeyDelete, st *PruneStats) er
 	b := p.batch
 	deletes := 0
 	for i := range dels {
-		v, found, err := p.s.get(dels[i].key)
+		v, found, err := getCopy(p.s.db, dels[i].key)
 		if err != nil {
 			b.Reset()
 			return err
@@ -685,17 +685,6 @@ func (p *Pruner) deleteTransferKeys(dels []transferKeyDelete, st *PruneStats) er
 	st.TransferKeysDeleted += uint64(deletes)
 	st.Batches++
 	return nil
-}
-
-func (p *Pruner) exists(k []byte) (bool, error) {
-	_, closer, err := p.s.db.Get(k)
-	if errors.Is(err, pebble.ErrNotFound) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	return true, closer.Close()
 }
 
 // pruneMetrics are the pruner's metrics, observed once per pass.

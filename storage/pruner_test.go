@@ -423,7 +423,7 @@ func transferKeyIndexKey(from charging.SubscriberID, key string) []byte {
 // indexed reports whether sender from's key is in the transfer key index.
 func indexed(t *testing.T, s *Store, from charging.SubscriberID, key string) bool {
 	t.Helper()
-	_, ok, err := s.get(transferKeyIndexKey(from, key))
+	_, ok, err := getCopy(s.db, transferKeyIndexKey(from, key))
 	require.NoError(t, err)
 	return ok
 }

@@ -216,7 +216,7 @@ func pebbleOptions(cache *pebble.Cache, fs vfs.FS, log *slog.Logger) *pebble.Opt
 // load reads the schema version, the totals and the API keys.
 func (s *Store) load() error {
 	k := appendMetaKey(nil, metaSchema)
-	v, found, err := s.get(k)
+	v, found, err := getCopy(s.db, k)
 	switch {
 	case err != nil:
 		return fmt.Errorf("storage: read schema: %w", err)
@@ -227,7 +227,7 @@ func (s *Store) load() error {
 			return fmt.Errorf("storage: write schema: %w", err)
 		}
 	}
-	v, found, err = s.get(appendMetaKey(nil, metaTotals))
+	v, found, err = getCopy(s.db, appendMetaKey(nil, metaTotals))
 	if err != nil {
 		return fmt.Errorf("storage: read totals: %w", err)
 	}
@@ -242,9 +242,10 @@ func (s *Store) load() error {
 	return s.loadAPIKeys()
 }
 
-// get returns a copy of the value of k.
-func (s *Store) get(k []byte) ([]byte, bool, error) {
-	v, closer, err := s.db.Get(k)
+// getCopy returns a copy of the value of k in r (the database or a
+// snapshot); found is false if absent.
+func getCopy(r pebble.Reader, k []byte) (v []byte, found bool, err error) {
+	v, closer, err := r.Get(k)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return nil, false, nil
 	}
@@ -253,6 +254,18 @@ func (s *Store) get(k []byte) ([]byte, bool, error) {
 	}
 	v = append([]byte(nil), v...)
 	return v, true, closer.Close()
+}
+
+// has reports whether k is in r (the database or a snapshot).
+func has(r pebble.Reader, k []byte) (bool, error) {
+	_, closer, err := r.Get(k)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return true, closer.Close()
 }
 
 // Close closes the database. Pending batches must have been waited for.

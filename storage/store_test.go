@@ -357,7 +357,7 @@ func TestSchemaUpgradeAndRefusal(t *testing.T) {
 	s, err := Open("db", Options{FS: fs, CacheBytes: 8 << 20})
 	require.NoError(t, err)
 	schema := func() []byte {
-		v, found, err := s.get(appendMetaKey(nil, metaSchema))
+		v, found, err := getCopy(s.db, appendMetaKey(nil, metaSchema))
 		require.NoError(t, err)
 		require.True(t, found)
 		return v

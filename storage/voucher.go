@@ -355,19 +355,6 @@ func pointRead(db *pebble.DB, k []byte) ([]byte, bool, error) {
 	return out, found, nil
 }
 
-// getCopy reads k; found is false if absent.
-func getCopy(db *pebble.DB, k []byte) ([]byte, bool, error) {
-	val, closer, err := db.Get(k)
-	if errors.Is(err, pebble.ErrNotFound) {
-		return nil, false, nil
-	}
-	if err != nil {
-		return nil, false, err
-	}
-	out := append([]byte(nil), val...)
-	return out, true, closer.Close()
-}
-
 // findLocked returns the record of code under any secret, read while
 // holding the card's lock stripe; when found, the stripe stays locked and
 // unlock releases it. One read, under the lock, is both the search and the
@@ -536,7 +523,7 @@ func (v *Vouchers) Revert(h VoucherHash) error {
 	mu := v.lock(&h)
 	mu.Lock()
 	defer mu.Unlock()
-	_, pending, err := getCopy(v.db, voucherPendingKey(nil, &h))
+	pending, err := has(v.db, voucherPendingKey(nil, &h))
 	if err != nil {
 		return fmt.Errorf("storage: revert voucher: %w", err)
 	}
