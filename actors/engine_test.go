@@ -525,7 +525,7 @@ func TestPassivationsArePacedAndComplete(t *testing.T) {
 	close(quit)
 	done := make(chan struct{})
 	go func() {
-		e.stopPacedEvery(pids, quit, time.Hour) // a pause would be an hour
+		e.stopPaced(pids, quit, time.Hour) // a pause would be an hour
 		close(done)
 	}()
 	select {

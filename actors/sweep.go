@@ -51,17 +51,14 @@ const (
 	passivatePause = 2 * time.Millisecond
 )
 
-// stopPaced stops the actors of pids, passivateChunk at a time. Their
+// stopPaced stops the actors of pids, passivateChunk at a time with pause
+// between chunks. Their
 // directory entries are gone already, so a new request for one of them
 // spawns a new actor, which loads what the old one made durable: the old
 // one has nothing in flight and nothing pending, and only its stop waits.
 // Once quit is closed (the engine is stopping), the rest are stopped
 // without pause.
-func (e *Engine) stopPaced(pids []*actor.PID, quit <-chan struct{}) {
-	e.stopPacedEvery(pids, quit, passivatePause)
-}
-
-func (e *Engine) stopPacedEvery(pids []*actor.PID, quit <-chan struct{}, pause time.Duration) {
+func (e *Engine) stopPaced(pids []*actor.PID, quit <-chan struct{}, pause time.Duration) {
 	t := time.NewTimer(0)
 	<-t.C
 	defer t.Stop()
@@ -113,7 +110,7 @@ func (e *Engine) sweepOnce() {
 	}
 	e.dir.active.Add(-int64(len(stop)))
 	e.metrics.passivations.Add(float64(len(stop)))
-	e.stopPaced(stop, e.sweepStop)
+	e.stopPaced(stop, e.sweepStop, passivatePause)
 	for _, id := range expire {
 		cmd := charging.Command{Kind: charging.KindExpire, Subscriber: id}
 		if _, err := e.Execute(&cmd); err != nil {
