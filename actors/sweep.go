@@ -52,12 +52,11 @@ const (
 )
 
 // stopPaced stops the actors of pids, passivateChunk at a time with pause
-// between chunks. Their
-// directory entries are gone already, so a new request for one of them
-// spawns a new actor, which loads what the old one made durable: the old
-// one has nothing in flight and nothing pending, and only its stop waits.
-// Once quit is closed (the engine is stopping), the rest are stopped
-// without pause.
+// between chunks. Their directory entries are gone already, so a new
+// request for one of them spawns a new actor, which loads what the old one
+// made durable: the old one has nothing in flight and nothing pending, and
+// only its stop waits. Once quit is closed (the engine is stopping), the
+// rest are stopped without pause.
 func (e *Engine) stopPaced(pids []*actor.PID, quit <-chan struct{}, pause time.Duration) {
 	t := time.NewTimer(0)
 	<-t.C
