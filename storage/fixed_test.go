@@ -90,11 +90,7 @@ func TestFixedAccountsAndPayments(t *testing.T) {
 }
 
 func TestFixedPendingPaymentsPagesAfterID(t *testing.T) {
-	s, err := Open("", Options{FS: vfs.NewMem()})
-	require.NoError(t, err)
-	defer s.Close()
-	f, err := NewFixed(s)
-	require.NoError(t, err)
+	f := memFixed(t)
 	cat := charging.DemoCatalogue()
 	require.NoError(t, f.Put(&charging.FixedAccount{ID: "arber", Kind: charging.FixedInternet, Package: charging.PackageInternetPako2}))
 	now := time.Date(2026, 1, 31, 10, 0, 0, 0, time.UTC)
@@ -137,11 +133,7 @@ func TestFixedPendingPaymentsPagesAfterID(t *testing.T) {
 }
 
 func TestFixedPaymentOncePerMonthConcurrent(t *testing.T) {
-	s, err := Open("", Options{FS: vfs.NewMem()})
-	require.NoError(t, err)
-	defer s.Close()
-	f, err := NewFixed(s)
-	require.NoError(t, err)
+	f := memFixed(t)
 	cat := charging.DemoCatalogue()
 	require.NoError(t, f.Put(&charging.FixedAccount{ID: "arber", Kind: charging.FixedInternet, Package: charging.PackageInternetPako1}))
 	results := make(chan charging.FixedResult, 32)
@@ -161,6 +153,17 @@ func TestFixedPaymentOncePerMonthConcurrent(t *testing.T) {
 		}
 	}
 	require.Equal(t, 1, ok)
+}
+
+// memFixed is a fixed-account store on a new in-memory database.
+func memFixed(t *testing.T) *Fixed {
+	t.Helper()
+	s, err := Open("", Options{FS: vfs.NewMem()})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = s.Close() })
+	f, err := NewFixed(s)
+	require.NoError(t, err)
+	return f
 }
 
 func FuzzDecodeFixed(f *testing.F) {
