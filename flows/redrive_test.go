@@ -86,6 +86,17 @@ func debitedTransfer(t *testing.T, f *Flows, e *engine, tr *transfers, on *atomi
 	return res.Ref
 }
 
+// creditedAfterQuietAgain asserts that the debited transfer id, whose
+// quiet time a live drive restarted at t0, is left alone at minAge (why)
+// and credited to bob at twice that.
+func creditedAfterQuietAgain(t *testing.T, f *Flows, e *engine, tr *transfers, id uint64, why string) {
+	t.Helper()
+	require.Zero(t, redrive(t, f, minAge), why)
+	require.Equal(t, charging.TransferDebited, tr.get(id).State)
+	require.Equal(t, 1, redrive(t, f, 2*minAge).Transfers)
+	require.Equal(t, charging.Euros(3), e.balance(bob))
+}
+
 var aliceAfterTransfer = charging.Euros(10) - charging.Euros(2) - charging.DemoTransferRules().Fee
 
 func TestRedriveCreditsRedemptionAfterEngineError(t *testing.T) {
@@ -204,10 +215,7 @@ func TestRedriveWaitsAfterLiveRetry(t *testing.T) {
 	_, err := f.Transfer("U/t", alice, bob, charging.Euros(2)) // the client retries, fails again
 	require.ErrorIs(t, err, errEngine)
 	on.Store(false)
-	require.Zero(t, redrive(t, f, minAge), "the retry made the record young again")
-	require.Equal(t, charging.TransferDebited, tr.get(id).State)
-	require.Equal(t, 1, redrive(t, f, 2*minAge).Transfers)
-	require.Equal(t, charging.Euros(3), e.balance(bob))
+	creditedAfterQuietAgain(t, f, e, tr, id, "the retry made the record young again")
 }
 
 // On a re-drive, "overloaded" is no verdict (the actor answers it when it
@@ -429,10 +437,7 @@ func TestRedriveQuietTimeRestartsWhenLiveDriveEnds(t *testing.T) {
 	require.Zero(t, redrive(t, f, 0), "seen while the live drive holds it")
 	close(release)
 	require.ErrorIs(t, <-live, errEngine)
-	require.Zero(t, redrive(t, f, minAge), "quiet only since the live drive ended")
-	require.Equal(t, charging.TransferDebited, tr.get(id).State)
-	require.Equal(t, 1, redrive(t, f, 2*minAge).Transfers)
-	require.Equal(t, charging.Euros(3), e.balance(bob))
+	creditedAfterQuietAgain(t, f, e, tr, id, "quiet only since the live drive ended")
 }
 
 // A retry reads the transfer (debited) while the re-driver is in its
