@@ -30,7 +30,7 @@ var (
 	buildErr  error
 )
 
-func ocsBinary(t *testing.T) string {
+func ocsBinary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "ocs-bin")
@@ -49,13 +49,13 @@ func ocsBinary(t *testing.T) string {
 }
 
 type server struct {
-	t    *testing.T
+	t    testing.TB
 	cmd  *exec.Cmd
 	base string
 	logs *bytes.Buffer
 }
 
-func freePort(t *testing.T) string {
+func freePort(t testing.TB) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	addr := ln.Addr().String()
@@ -70,7 +70,7 @@ func startServer(t *testing.T, dir string) *server {
 }
 
 // startServerWith is startServer with extra environment and flags.
-func startServerWith(t *testing.T, dir string, env []string, args ...string) *server {
+func startServerWith(t testing.TB, dir string, env []string, args ...string) *server {
 	t.Helper()
 	addr := freePort(t)
 	s := &server{t: t, base: "http://" + addr, logs: &bytes.Buffer{}}
