@@ -249,8 +249,9 @@ func (b *Backups) Dir() string { return b.dir }
 
 // Take backs the store up into a new subdirectory named after the current
 // UTC second, verifies the copy (VerifyBackup) and returns it. A backup
-// that fails verification is renamed with the suffix ".invalid" and
-// reported as an error. ErrBackupInProgress: another Take runs.
+// that fails verification is renamed with the suffix ".invalid" (".partial"
+// if ctx ended the verification) and reported as an error: only verified
+// backups are listed. ErrBackupInProgress: another Take runs.
 func (b *Backups) Take(ctx context.Context) (BackupInfo, error) {
 	if !b.running.TryLock() {
 		b.m.observe("busy", 0, time.Time{})
@@ -304,7 +305,11 @@ func (b *Backups) take(ctx context.Context) (BackupInfo, error) {
 		return info, err
 	}
 	if err := VerifyBackup(ctx, path); err != nil {
-		if rerr := os.Rename(path, path+backupInvalidSuffix); rerr != nil {
+		aside := path + backupInvalidSuffix
+		if ctx.Err() != nil {
+			aside = path + backupPartialSuffix // not proven bad: interrupted
+		}
+		if rerr := os.Rename(path, aside); rerr != nil {
 			b.log.Error("cannot set an unverified backup aside", "path", path, "err", rerr)
 		}
 		return info, err

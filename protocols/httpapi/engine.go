@@ -1,6 +1,10 @@
 package httpapi
 
-import "github.com/ocs-engine/ocs/charging"
+import (
+	"time"
+
+	"github.com/ocs-engine/ocs/charging"
+)
 
 // Engine executes commands. *actors.Engine implements it; tests use fakes.
 type Engine interface {
@@ -33,4 +37,28 @@ type Keys interface {
 	Role(token []byte) (Role, bool)
 	// Issue creates a key for role and returns the token, shown only once.
 	Issue(role Role) (string, error)
+}
+
+// Backups takes and lists online backups of the database
+// (storage.Backups, adapted by cmd/ocs). An Engine that also implements
+// Backups serves /v1/backups; any other answers 503 there, so the
+// engines that need no backups (benchmarks, fakes) are unchanged. The
+// implementation chooses where a backup goes: a client never names a path
+// on the server.
+type Backups interface {
+	// Take backs the database up into a new directory and returns it once
+	// it is complete and verified. ErrBackupInProgress: another backup is
+	// running; ErrBackupDir: the backup directory cannot be used.
+	Take() (BackupInfo, error)
+	// List returns the backups in the backup directory, newest first.
+	List() ([]BackupInfo, error)
+}
+
+// BackupInfo describes one backup.
+type BackupInfo struct {
+	Name      string // the directory's base name, e.g. 20261122T041500Z
+	Path      string // the directory, inside the configured backup directory
+	CreatedAt time.Time
+	Bytes     int64
+	Duration  time.Duration // zero in a listing
 }

@@ -34,6 +34,13 @@ type fakeEngine struct {
 	// request held in flight.
 	entered chan struct{}
 	gate    chan struct{}
+	// Backups: the finished ones, newest last; backupErr fails the next
+	// Take; backupEntered and backupGate, when set, hold a Take in flight.
+	backups       []BackupInfo
+	backupErr     error
+	backupRunning bool
+	backupEntered chan struct{}
+	backupGate    chan struct{}
 }
 
 func newFakeEngine() *fakeEngine {
@@ -145,6 +152,56 @@ func (e *fakeEngine) Ready() bool {
 	return !e.notReady
 }
 
+// Take is one backup at a time like storage.Backups, named after the
+// fake's clock with a suffix for a second one in the same second.
+func (e *fakeEngine) Take() (BackupInfo, error) {
+	e.mu.Lock()
+	if e.backupRunning {
+		e.mu.Unlock()
+		return BackupInfo{}, ErrBackupInProgress
+	}
+	if err := e.backupErr; err != nil {
+		e.backupErr = nil
+		e.mu.Unlock()
+		return BackupInfo{}, err
+	}
+	e.backupRunning = true
+	entered, gate := e.backupEntered, e.backupGate
+	e.mu.Unlock()
+	if gate != nil {
+		entered <- struct{}{}
+		<-gate
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.backupRunning = false
+	name := e.now.UTC().Format("20060102T150405Z")
+	if n := len(e.backups); n > 0 && strings.HasPrefix(e.backups[n-1].Name, name) {
+		name += "-" + strconv.Itoa(n+1)
+	}
+	b := BackupInfo{Name: name, Path: "/srv/ocs/backups/" + name, CreatedAt: e.now, Bytes: int64(1000 + len(e.accounts)),
+		Duration: 1500 * time.Millisecond}
+	e.backups = append(e.backups, b)
+	return b, nil
+}
+
+// List returns the backups newest first, without durations.
+func (e *fakeEngine) List() ([]BackupInfo, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err := e.backupErr; err != nil {
+		e.backupErr = nil
+		return nil, err
+	}
+	out := make([]BackupInfo, 0, len(e.backups))
+	for i := len(e.backups) - 1; i >= 0; i-- {
+		b := e.backups[i]
+		b.Duration = 0
+		out = append(out, b)
+	}
+	return out, nil
+}
+
 func (e *fakeEngine) balance(t *testing.T, id charging.SubscriberID) charging.Amount {
 	t.Helper()
 	e.mu.Lock()
@@ -207,7 +264,14 @@ var testNow = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 func newHarness(t *testing.T) *harness {
 	t.Helper()
 	h := &harness{t: t, engine: newFakeEngine(), keys: newFakeKeys()}
-	h.srv = New(Config{Engine: h.engine, Keys: h.keys, Clock: func() time.Time { return testNow },
+	return h.start(h.engine)
+}
+
+// start serves engine (h.engine, or a wrapper of it that hides some of
+// its methods) with h's keys.
+func (h *harness) start(engine Engine) *harness {
+	t := h.t
+	h.srv = New(Config{Engine: engine, Keys: h.keys, Clock: func() time.Time { return testNow },
 		Tariffs: charging.DemoTariffs()})
 	ln := fasthttputil.NewInmemoryListener()
 	done := make(chan error, 1)

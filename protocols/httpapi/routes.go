@@ -28,16 +28,19 @@ const (
 	opGuards
 	opUSSD
 	opBatchGenerate
+	opBackupCreate
+	opBackups
 	opCount
 )
 
 var opNames = [opCount]string{"", "charge", "reserve", "update", "release", "topup", "adjust", "bucket",
 	"provision", "subscriber", "transactions", "refund", "ledger", "apikeys", "meta",
-	"fixed_account_put", "fixed_account", "voucher", "voucher_block", "batch_block", "redeem_guards", "ussd", "batch_generate"}
+	"fixed_account_put", "fixed_account", "voucher", "voucher_block", "batch_block", "redeem_guards", "ussd", "batch_generate",
+	"backup_create", "backups"}
 
 var opInterface = [opCount]string{"", "nchf", "nchf", "nchf", "nchf", "tmf", "tmf", "tmf",
 	"ops", "ops", "ops", "ops", "ops", "ops", "ops",
-	"ops", "ops", "ops", "ops", "ops", "ops", "ussd", "ops"}
+	"ops", "ops", "ops", "ops", "ops", "ops", "ussd", "ops", "ops", "ops"}
 
 // roles is a bit set of Role values allowed on a route; 0 means no auth.
 type roles uint8
@@ -90,6 +93,8 @@ var routes = []*route{
 	{method: "POST", pattern: "/v1/voucher-batches/{batch}/block", op: opBatchBlock, roles: ops, handler: (*Server).opsBatchBlock},
 	{method: "GET", pattern: "/v1/redeem-guards", op: opGuards, roles: ops, handler: (*Server).opsGuards},
 	{method: "GET", pattern: "/v1/redeem-guards/{msisdn}", op: opGuards, roles: ops, handler: (*Server).opsGuard},
+	{method: "POST", pattern: "/v1/backups", op: opBackupCreate, roles: ops, handler: (*Server).opsBackupCreate},
+	{method: "GET", pattern: "/v1/backups", op: opBackups, roles: ops, handler: (*Server).opsBackupList},
 	{method: "POST", pattern: "/ussd", op: opUSSD, roles: network, handler: (*Server).ussdGateway},
 	{method: "GET", pattern: "/healthz", op: opMeta, handler: (*Server).healthz},
 	{method: "GET", pattern: "/readyz", op: opMeta, handler: (*Server).readyz},
