@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/ocs-engine/ocs/charging"
@@ -25,6 +27,9 @@ type fileConfig struct {
 	Channels           map[string]fileChannel `json:"channels"`
 	Tariffs            map[string]fileTariff  `json:"tariffs"`
 	Engine             fileEngine             `json:"engine"`
+	// BackupDir is where POST /v1/backups writes, one subdirectory per
+	// backup; --backup-dir overrides it. Empty: DATA-backups (backupDirOf).
+	BackupDir string `json:"backupDir,omitempty"`
 }
 
 type fileTier struct {
@@ -136,6 +141,7 @@ type config struct {
 	charging charging.Config
 	engine   fileEngine
 	pruner   storage.PrunerOptions // engine's retention settings, parsed
+	backup   string                // the file's backupDir, "" if none
 }
 
 // loadConfig returns the demo configuration, overlaid with path when given.
@@ -165,7 +171,35 @@ func loadConfig(path string) (config, error) {
 		return c, fmt.Errorf("config %s: %w", path, err)
 	}
 	c.engine = f.Engine
+	c.backup = f.BackupDir
 	return c, nil
+}
+
+// backupDirOf resolves the backup directory: the flag, else the config
+// file's backupDir, else DATA-backups. The default sits beside the data
+// directory, so that it is on the same file system (a backup's tables are
+// then hard links, not copies) and outside it (restoring copies the data
+// directory whole, and a backup inside it would be copied into every
+// later backup's restore). It is named after the data directory, so that
+// two engines on one host never mix their backups in one directory. A
+// directory that is, or is inside, the data directory is refused.
+func backupDirOf(flag, file, data string) (string, error) {
+	dir := flag
+	if dir == "" {
+		dir = file
+	}
+	if dir == "" {
+		dir = filepath.Clean(data) + "-backups"
+	}
+	absDir, err1 := filepath.Abs(dir)
+	absData, err2 := filepath.Abs(data)
+	if err := errors.Join(err1, err2); err != nil {
+		return "", fmt.Errorf("backup directory: %w", err)
+	}
+	if rel, err := filepath.Rel(absData, absDir); err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+		return "", fmt.Errorf("backup directory %s is inside the data directory %s: choose one beside it (--backup-dir)", dir, data)
+	}
+	return filepath.Clean(dir), nil
 }
 
 func apply(c *charging.Config, f *fileConfig) error {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -37,6 +38,7 @@ type serveFlags struct {
 	transfer      charging.TransferRules
 	redrive       flows.RedriverConfig // Interval 0: no re-driver
 	cpuProfile    string               // file for a CPU profile of the whole run; "" for none
+	backupDir     string               // "" : the config file's, else DATA-backups (backupDirOf)
 }
 
 func parseServeFlags(args []string) (serveFlags, error) {
@@ -66,6 +68,7 @@ func parseServeFlags(args []string) (serveFlags, error) {
 		"how often open redemptions, transfers and payments are re-driven while serving (0: only at start)")
 	fs.DurationVar(&f.redrive.MinAge, "redrive-min-age", flows.DefaultRedriveMinAge,
 		"how long such a record must be open with no request driving it before it is re-driven")
+	fs.StringVar(&f.backupDir, "backup-dir", "", "`directory` of online backups (POST /v1/backups), one subdirectory each; outside --data (default: the config's backupDir, else DATA-backups beside --data)")
 	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to `file`, for go tool pprof (benchmarks)")
 	if err := fs.Parse(args); err != nil {
 		return f, err
@@ -125,6 +128,10 @@ func serve(args []string) error {
 		return err
 	}
 	cfg := conf.charging
+	backupDir, err := backupDirOf(f.backupDir, conf.backup, f.data)
+	if err != nil {
+		return err
+	}
 	// A transfer's credit is a ChannelTransfer top-up: the channel must
 	// accept exactly the amounts the transfer rules accept.
 	cfg.Channels[charging.ChannelTransfer] = f.transfer.ChannelPolicy()
@@ -158,7 +165,17 @@ func serve(args []string) error {
 		return err
 	}
 	catalogue := issue3.catalogue
-	api := httpapi.New(httpapi.Config{Engine: engine, Keys: keys{store}, Registerer: reg, Logger: log, Tariffs: cfg.Tariffs,
+	backups, err := storage.NewBackups(store, storage.BackupsOptions{Dir: backupDir, Registerer: reg, Logger: log})
+	if err != nil {
+		_ = engine.Stop()
+		_ = store.Close()
+		return err
+	}
+	// A backup's verification may read the whole database: shutdown
+	// cancels it rather than wait (the copy is then set aside, unlisted).
+	backupCtx, cancelBackup := context.WithCancel(context.Background())
+	defer cancelBackup()
+	api := httpapi.New(httpapi.Config{Engine: backupEngine{engine, backups, backupCtx}, Keys: keys{store}, Registerer: reg, Logger: log, Tariffs: cfg.Tariffs,
 		Metrics:  fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})),
 		USSD:     issue3.ussd.ServeHTTP,
 		Vouchers: issue3.ops, Fixed: issue3.ops, VoucherGenerator: voucherGenerator{issue3.ops.v}, Catalogue: &catalogue})
@@ -178,7 +195,7 @@ func serve(args []string) error {
 	}
 	served := make(chan error, 1)
 	go func() { served <- api.Serve(ln) }()
-	log.Info("ocs ready", "listen", ln.Addr().String(), "data", f.data, "startup", time.Since(started).Round(time.Millisecond),
+	log.Info("ocs ready", "listen", ln.Addr().String(), "data", f.data, "backups", backupDir, "startup", time.Since(started).Round(time.Millisecond),
 		"accounts", store.Totals().Accounts)
 
 	signals := make(chan os.Signal, 1)
@@ -192,6 +209,7 @@ func serve(args []string) error {
 	case runErr = <-served:
 	}
 	pruner.Stop() // before the store closes under it
+	cancelBackup()
 	return shutdown(api, stopRedriver, engine, store, log, runErr)
 }
 
@@ -265,6 +283,46 @@ func (g voucherGenerator) GenerateBatch(b httpapi.VoucherBatch, now time.Time, c
 	_, err := g.v.Generate(storage.GenerateOptions{Batch: b.ID, Count: b.Count, Value: b.Value, Expiry: b.Expiry, Now: now}, csv)
 	if errors.Is(err, storage.ErrVoucherBatchExists) {
 		return httpapi.ErrExists
+	}
+	return err
+}
+
+// backupEngine is the engine the HTTP API serves: the actors' engine, plus
+// online backups of the store (httpapi.Backups), which the actors do not
+// know of.
+type backupEngine struct {
+	*actors.Engine
+	backups *storage.Backups
+	ctx     context.Context // cancelled at shutdown
+}
+
+func (e backupEngine) Take() (httpapi.BackupInfo, error) {
+	b, err := e.backups.Take(e.ctx)
+	if err != nil {
+		return httpapi.BackupInfo{}, backupError(err)
+	}
+	return httpapi.BackupInfo(b), nil
+}
+
+func (e backupEngine) List() ([]httpapi.BackupInfo, error) {
+	list, err := e.backups.List()
+	if err != nil {
+		return nil, backupError(err)
+	}
+	out := make([]httpapi.BackupInfo, len(list))
+	for i, b := range list {
+		out[i] = httpapi.BackupInfo(b)
+	}
+	return out, nil
+}
+
+// backupError maps storage's backup sentinels to the HTTP layer's.
+func backupError(err error) error {
+	switch {
+	case errors.Is(err, storage.ErrBackupInProgress):
+		return httpapi.ErrBackupInProgress
+	case errors.Is(err, storage.ErrBackupDir):
+		return fmt.Errorf("%w: %w", httpapi.ErrBackupDir, err)
 	}
 	return err
 }
