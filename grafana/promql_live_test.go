@@ -308,6 +308,9 @@ func driveLoad(t *testing.T, base, opsKey string) {
 	} else {
 		t.Logf("voice session not opened: status %d: %s", code, resp)
 	}
+	// One online backup, so the backup panel and OCSBackupStale's gauge
+	// have a real value to read.
+	c.must(http.StatusCreated, "POST", "/v1/backups", opsKey, "", "")
 	keys := make([]int, 0, len(c.status))
 	for k := range c.status {
 		keys = append(keys, k)
