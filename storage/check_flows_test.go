@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -538,5 +539,33 @@ func TestCheckHoldsFlowsToTheirLegs(t *testing.T) {
 			require.ErrorIs(t, err, ErrCorrupt)
 			require.ErrorContains(t, err, c.want)
 		})
+	}
+}
+
+// BenchmarkCheckTransfers measures Check over n closed transfers, each with
+// its debit and credit (2n legs in the journals): the legs are folded into
+// fingerprints, so memory does not grow with them.
+func BenchmarkCheckTransfers(b *testing.B) {
+	const n = 2000
+	s, err := Open("", Options{FS: vfs.NewMem(), CacheBytes: 8 << 20})
+	require.NoError(b, err)
+	defer s.Close()
+	ts, err := NewTransfers(s)
+	require.NoError(b, err)
+	for i := range n {
+		from := charging.SubscriberID(38344200000 + i%100)
+		tr, _, err := ts.Begin(strconv.Itoa(i), from, from+1000, charging.Euros(1), fxFee, vchNow)
+		require.NoError(b, err)
+		for _, next := range []charging.TransferState{charging.TransferDebited, charging.TransferCredited} {
+			tr, err = ts.Advance(tr.ID, next)
+			require.NoError(b, err)
+		}
+		landLegs(b, s, tr)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := s.Check(context.Background()); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
