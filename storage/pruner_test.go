@@ -395,7 +395,7 @@ func TestPrunerLoopMetricsAndStop(t *testing.T) {
 
 // transferAt begins a transfer of from under key, created at created, and
 // drives it to state (pending: left as begun).
-func transferAt(t *testing.T, ts *Transfers, key string, from charging.SubscriberID, created time.Time, state charging.TransferState) charging.Transfer {
+func transferAt(t *testing.T, s *Store, ts *Transfers, key string, from charging.SubscriberID, created time.Time, state charging.TransferState) charging.Transfer {
 	t.Helper()
 	tr, existed, err := ts.Begin(key, from, from+1, charging.Euros(1), 0, created)
 	require.NoError(t, err)
@@ -413,6 +413,7 @@ func transferAt(t *testing.T, ts *Transfers, key string, from charging.Subscribe
 		tr, err = ts.Advance(tr.ID, next)
 		require.NoError(t, err)
 	}
+	landLegs(t, s, tr)
 	return tr
 }
 
@@ -450,7 +451,7 @@ func TestPruneTransferKeysOfFinalOldTransfers(t *testing.T) {
 	}
 	ids := map[string]uint64{}
 	for _, c := range cases {
-		ids[c.key] = transferAt(t, ts, c.key, from, pruneT0.Add(-c.age), c.state).ID
+		ids[c.key] = transferAt(t, s, ts, c.key, from, pruneT0.Add(-c.age), c.state).ID
 	}
 	p := newTestPruner(t, s, clock, PrunerOptions{Retention: retention})
 	st, err := p.Prune(context.Background())
@@ -473,8 +474,9 @@ func TestPruneTransferKeysOfFinalOldTransfers(t *testing.T) {
 	require.False(t, indexed(t, s, from, "credited-exact"))
 	_, err = ts.Advance(ids["pending-old"], charging.TransferRefused)
 	require.NoError(t, err)
-	_, err = ts.Advance(ids["debited-old"], charging.TransferCredited)
+	credited, err := ts.Advance(ids["debited-old"], charging.TransferCredited)
 	require.NoError(t, err)
+	landLegs(t, s, credited)
 	st, err = p.Prune(context.Background())
 	require.NoError(t, err)
 	require.Equal(t, PruneStats{Batches: 1, TransferKeysScanned: 3, TransferKeysDeleted: 2}, st)
@@ -498,7 +500,7 @@ func TestPruneTransferKeysAcrossSteps(t *testing.T) {
 		case 3:
 			age, kept[i] = time.Hour, true
 		}
-		transferAt(t, ts, fmt.Sprintf("k%02d", i), from, pruneT0.Add(-age), state)
+		transferAt(t, s, ts, fmt.Sprintf("k%02d", i), from, pruneT0.Add(-age), state)
 	}
 	p := newTestPruner(t, s, clock, PrunerOptions{BatchMax: batchMax})
 	p.scanMax = 4 // some steps end on the scan bound, some on the batch
@@ -521,7 +523,7 @@ func TestPruneTransferKeysCancelled(t *testing.T) {
 	clock, s, ts := transferPruneStore(t, from)
 	keys := []string{"a", "b", "c", "d"}
 	for _, k := range keys {
-		transferAt(t, ts, k, from, pruneT0.Add(-8*24*time.Hour), charging.TransferCredited)
+		transferAt(t, s, ts, k, from, pruneT0.Add(-8*24*time.Hour), charging.TransferCredited)
 	}
 	p := newTestPruner(t, s, clock, PrunerOptions{BatchMax: 1})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -545,8 +547,8 @@ func TestPruneTransferKeysMissingTransfer(t *testing.T) {
 	const from, other = 38344000012, 38344000099
 	clock, s, ts := transferPruneStore(t, from)
 	old := pruneT0.Add(-8 * 24 * time.Hour)
-	theirs := transferAt(t, ts, "theirs", other, old, charging.TransferCredited)
-	transferAt(t, ts, "z-valid", from, old, charging.TransferCredited) // sorts after the bad ones
+	theirs := transferAt(t, s, ts, "theirs", other, old, charging.TransferCredited)
+	transferAt(t, s, ts, "z-valid", from, old, charging.TransferCredited) // sorts after the bad ones
 	bad := map[string]uint64{"a-no-such-id": 999, "b-other-sender": theirs.ID}
 	for k, id := range bad {
 		require.NoError(t, s.db.Set(transferKeyIndexKey(from, k), binary.BigEndian.AppendUint64(nil, id), pebble.Sync))
@@ -577,6 +579,9 @@ func TestPruneTransferKeysMissingTransfer(t *testing.T) {
 	require.ErrorContains(t, err, "transfer key index")
 	require.Equal(t, 1.0, value(t, gather(t, reg), "ocs_storage_prune_errors_total", ""))
 	require.NoError(t, s.db.Delete(transferKeyIndexKey(from, "c-short"), pebble.Sync))
+	for k := range bad { // Check, at cleanup, rejects them too
+		require.NoError(t, s.db.Delete(transferKeyIndexKey(from, k), pebble.Sync))
+	}
 }
 
 // lockedBuffer is a log sink safe for the pruner's goroutine and the test.
@@ -604,7 +609,7 @@ func (l *lockedBuffer) String() string {
 func TestPruneTransferKeysRechecksUnderTheLock(t *testing.T) {
 	const from = 38344000013
 	clock, s, ts := transferPruneStore(t, from)
-	transferAt(t, ts, "k", from, pruneT0.Add(-8*24*time.Hour), charging.TransferCredited)
+	transferAt(t, s, ts, "k", from, pruneT0.Add(-8*24*time.Hour), charging.TransferCredited)
 	p := newTestPruner(t, s, clock, PrunerOptions{})
 	var open charging.Transfer
 	p.onKeyDel = func() {
