@@ -96,11 +96,20 @@ const (
 	// hit the balance limit) and the sender got amount + fee back. Final.
 	TransferReversed TransferState = 4
 	// TransferRefused: the sender's debit was refused; nothing moved. Final.
-	TransferRefused    TransferState = 5
-	transferStateCount               = 6
+	TransferRefused TransferState = 5
+	// TransferReversing: the receiver's credit was refused (a verdict: it
+	// was not made), so the sender is owed amount + fee; the reversal may
+	// or may not have happened. Written before the reversal runs, so that
+	// recovery re-drives only the reversal. Re-driving the credit instead,
+	// as a record left debited would, could pay the receiver after the
+	// sender was paid back (the receiver may take the credit by then, and
+	// a refused credit leaves no idempotency record to stop it): the
+	// amount would be created.
+	TransferReversing  TransferState = 6
+	transferStateCount               = 7
 )
 
-var transferStateNames = [transferStateCount]string{"invalid", "pending", "debited", "credited", "reversed", "refused"}
+var transferStateNames = [transferStateCount]string{"invalid", "pending", "debited", "credited", "reversed", "refused", "reversing"}
 
 // String returns the state's stable name.
 func (s TransferState) String() string {
@@ -130,13 +139,15 @@ type Transfer struct {
 }
 
 // Advance moves t to next if the protocol allows it, and reports whether it
-// did: pending → debited | refused, debited → credited | reversed. Moving to
+// did: pending → debited | refused, debited → credited | reversing,
+// reversing → reversed. Moving to
 // the state t is already in is allowed (a re-driven step after a crash), so
 // recovery can repeat any step.
 func (t *Transfer) Advance(next TransferState) bool {
 	ok := next == t.State ||
 		(t.State == TransferPending && (next == TransferDebited || next == TransferRefused)) ||
-		(t.State == TransferDebited && (next == TransferCredited || next == TransferReversed))
+		(t.State == TransferDebited && (next == TransferCredited || next == TransferReversing)) ||
+		(t.State == TransferReversing && next == TransferReversed)
 	if ok {
 		t.State = next
 	}

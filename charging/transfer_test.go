@@ -37,7 +37,8 @@ func TestTransferValidateOrder(t *testing.T) {
 func TestTransferAdvance(t *testing.T) {
 	allowed := map[[2]TransferState]bool{
 		{TransferPending, TransferDebited}: true, {TransferPending, TransferRefused}: true,
-		{TransferDebited, TransferCredited}: true, {TransferDebited, TransferReversed}: true,
+		{TransferDebited, TransferCredited}: true, {TransferDebited, TransferReversing}: true,
+		{TransferReversing, TransferReversed}: true,
 	}
 	for from := TransferState(1); from < transferStateCount; from++ {
 		for to := TransferState(1); to < transferStateCount; to++ {

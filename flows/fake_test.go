@@ -121,6 +121,9 @@ type transfers struct {
 	// afterRead, when set, runs after Begin read an existing transfer and
 	// before it returns it: a test holds a stale read there.
 	afterRead func()
+	// engine answers ReversalRecorded from its idempotency records, as
+	// storage reads the sender's request record.
+	engine *engine
 }
 
 func newTransfers() *transfers {
@@ -156,6 +159,13 @@ func (t *transfers) Advance(id uint64, next charging.TransferState) (charging.Tr
 	}
 	t.m[id] = tr
 	return tr, nil
+}
+
+func (t *transfers) ReversalRecorded(tr *charging.Transfer) (bool, error) {
+	t.engine.mu.Lock()
+	defer t.engine.mu.Unlock()
+	_, ok := t.engine.records[tr.From.String()+"|"+tr.ReverseKey()]
+	return ok, nil
 }
 
 func (t *transfers) Open(after uint64, limit int) ([]charging.Transfer, error) {

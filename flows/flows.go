@@ -54,6 +54,9 @@ type Transfers interface {
 	// key began before (existed true).
 	Begin(key string, from, to charging.SubscriberID, amount, fee charging.Amount, now time.Time) (tr charging.Transfer, existed bool, err error)
 	Advance(id uint64, next charging.TransferState) (charging.Transfer, error)
+	// ReversalRecorded reports whether tr's reversal was made (its request
+	// record on the sender's account exists).
+	ReversalRecorded(tr *charging.Transfer) (bool, error)
 	// Open lists up to limit open transfers whose ID is above after (0:
 	// from the first), by ID.
 	Open(after uint64, limit int) ([]charging.Transfer, error)
@@ -456,33 +459,63 @@ func (f *Flows) driveTransfer(tr charging.Transfer, res *Result, d drive) error 
 			return fmt.Errorf("flows: transfer debited: %w", err)
 		}
 	}
-	if tr.State != charging.TransferDebited {
+	if tr.State == charging.TransferDebited && d == driveAgain {
+		// A build without the reversing state ran the reversal straight
+		// from debited: if it was made, the credit was refused, and running
+		// the credit again could pay the receiver too.
+		reversed, err := f.cfg.Transfers.ReversalRecorded(&tr)
+		if err != nil {
+			return fmt.Errorf("flows: transfer reversal: %w", err)
+		}
+		if reversed {
+			if tr, err = f.cfg.Transfers.Advance(tr.ID, charging.TransferReversing); err != nil {
+				return fmt.Errorf("flows: transfer reversing: %w", err)
+			}
+		}
+	}
+	if tr.State == charging.TransferDebited {
+		credit := tr.CreditCommand()
+		out, err := f.leg(&credit)
+		if err != nil {
+			return fmt.Errorf("flows: transfer credit: %w", err)
+		}
+		if err := d.unsettled(&out); err != nil {
+			return fmt.Errorf("flows: transfer credit: %w", err)
+		}
+		if out.Result == charging.ResultOK {
+			res.Account = charging.ResultOK
+			if _, err := f.cfg.Transfers.Advance(tr.ID, charging.TransferCredited); err != nil {
+				return fmt.Errorf("flows: transfer credited: %w", err)
+			}
+			return nil
+		}
+		res.Account, res.ByReceiver = out.Result, true
+		// Durable before the reversal runs: from here on only the reversal
+		// is re-driven (storage/transfer.go, step 5).
+		if tr, err = f.cfg.Transfers.Advance(tr.ID, charging.TransferReversing); err != nil {
+			return fmt.Errorf("flows: transfer reversing: %w", err)
+		}
+	}
+	if tr.State != charging.TransferReversing {
 		return nil // final already
 	}
-	credit := tr.CreditCommand()
-	out, err := f.leg(&credit)
-	if err != nil {
-		return fmt.Errorf("flows: transfer credit: %w", err)
+	if res.Account == 0 {
+		// Re-driven from reversing: the credit's verdict is not kept, as
+		// for a reversed transfer (answerFinished).
+		res.Account, res.ByReceiver = charging.ResultUnknownSubscriber, true
 	}
-	if err := d.unsettled(&out); err != nil {
-		return fmt.Errorf("flows: transfer credit: %w", err)
-	}
-	if out.Result == charging.ResultOK {
-		res.Account = charging.ResultOK
-		if _, err := f.cfg.Transfers.Advance(tr.ID, charging.TransferCredited); err != nil {
-			return fmt.Errorf("flows: transfer credited: %w", err)
-		}
-		return nil
-	}
-	res.Account, res.ByReceiver = out.Result, true
 	rev := reverseCommand(&tr)
 	back, err := f.leg(&rev)
 	if err != nil {
 		return fmt.Errorf("flows: transfer reversal: %w", err)
 	}
+	if err := d.unsettled(&back); err != nil {
+		return fmt.Errorf("flows: transfer reversal: %w", err)
+	}
 	if back.Result != charging.ResultOK {
 		// Only the balance limit can refuse it, and the sender just paid
-		// this amount: the record stays debited for recovery and ops.
+		// this amount: the record stays reversing, re-driven until the
+		// sender's balance leaves room (ops see it in the open transfers).
 		return fmt.Errorf("flows: transfer %d reversal refused: %v", tr.ID, back.Result)
 	}
 	res.Outcome = back

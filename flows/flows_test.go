@@ -25,6 +25,7 @@ func setup(t *testing.T) (*Flows, *engine, *transfers, *vouchers, *prometheus.Re
 	e.provision(alice, charging.Euros(10))
 	e.provision(bob, charging.Euros(1))
 	tr, v := newTransfers(), newVouchers()
+	tr.engine = e
 	e.cardUsed = v.use
 	reg := prometheus.NewRegistry()
 	f := New(Config{Engine: e, Transfers: tr, Vouchers: v, Rules: charging.DemoTransferRules(),
@@ -78,6 +79,68 @@ func TestTransferReversed(t *testing.T) {
 	require.Equal(t, charging.Euros(10), e.balance(alice))
 	require.Equal(t, charging.Euros(10), res.Outcome.Balance)
 	require.Equal(t, charging.TransferReversed, tr.m[res.Ref].State)
+}
+
+// A refused credit moves the record to reversing before the reversal
+// runs. Recovery from there runs only the reversal: the credit, refused
+// once and so not recorded, would be made now that the receiver can take
+// it, and the receiver would be paid after the sender was paid back.
+func TestTransferRecoveryAfterReversalNeverCredits(t *testing.T) {
+	for _, reversalLanded := range []bool{false, true} {
+		f, e, tr, _, _ := setup(t)
+		e.accounts[bob].Balance = charging.BalanceMax - charging.Euros(1)
+		var failReversal atomic.Bool
+		failReversal.Store(true)
+		e.intercept = func(cmd *charging.Command) (charging.Outcome, error, bool) {
+			if cmd.Kind == charging.KindTransferReverse && failReversal.Load() {
+				if reversalLanded {
+					// The reversal is durable and the engine dies before
+					// its answer reaches the flow.
+					failReversal.Store(false)
+					e.mu.Unlock()
+					_, _ = e.Execute(cmd)
+					e.mu.Lock()
+					failReversal.Store(true)
+				}
+				return charging.Outcome{}, errEngine, true
+			}
+			return charging.Outcome{}, nil, false
+		}
+		res, err := f.Transfer("k-rev", alice, bob, charging.Euros(2))
+		require.ErrorIs(t, err, ErrInProgress)
+		require.Equal(t, charging.TransferReversing, tr.m[res.Ref].State, "recorded before the reversal ran")
+
+		// The receiver could take the credit now.
+		failReversal.Store(false)
+		e.setBalance(bob, charging.Euros(1))
+		n, err := f.Recover()
+		require.NoError(t, err)
+		require.Equal(t, 1, n.Transfers)
+		require.Equal(t, charging.TransferReversed, tr.m[res.Ref].State)
+		require.Equal(t, charging.Euros(10), e.balance(alice), "the sender paid back once, reversalLanded=%v", reversalLanded)
+		require.Equal(t, charging.Euros(1), e.balance(bob), "the receiver never credited, reversalLanded=%v", reversalLanded)
+	}
+}
+
+// A record an older build left debited after its reversal was made (it had
+// no reversing state) is recognised by the reversal's request record and
+// finished as reversed, without the credit.
+func TestTransferRecoveryOfOlderDebitedAfterReversal(t *testing.T) {
+	f, e, tr, _, _ := setup(t)
+	rec, _, _ := tr.Begin("old", alice, bob, charging.Euros(2), charging.DemoTransferRules().Fee, t0)
+	debit, rev := debitCommand(&rec), reverseCommand(&rec)
+	for _, cmd := range []*charging.Command{&debit, &rev} {
+		out, err := e.Execute(cmd)
+		require.NoError(t, err)
+		require.Equal(t, charging.ResultOK, out.Result)
+	}
+	tr.m[rec.ID] = charging.Transfer{ID: rec.ID, From: alice, To: bob, Amount: rec.Amount, Fee: rec.Fee, State: charging.TransferDebited, Created: rec.Created}
+	n, err := f.Recover()
+	require.NoError(t, err)
+	require.Equal(t, 1, n.Transfers)
+	require.Equal(t, charging.TransferReversed, tr.m[rec.ID].State)
+	require.Equal(t, charging.Euros(10), e.balance(alice))
+	require.Equal(t, charging.Euros(1), e.balance(bob), "never credited")
 }
 
 // Recovery finishes a transfer from each open state, and re-driving a

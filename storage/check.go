@@ -34,9 +34,9 @@ const checkCtxEvery = 1024
 //     So a card credited twice, or credited and still active, is caught.
 //   - credit transfers (storage/transfer.go): every record decodes, is
 //     stored under its ID, and its amounts are valid; the open index holds
-//     exactly the pending and debited ones; every key-index entry names a
-//     transfer of its sender, and every open transfer has exactly one
-//     entry (the pruner deletes only final transfers' entries, so a final
+//     exactly the pending, debited and reversing ones; every key-index
+//     entry names a transfer of its sender, and every open transfer has
+//     exactly one entry (the pruner deletes only final transfers' entries, so a final
 //     one may have none);
 //   - every journal entry of kind transfer_out or transfer_in, or of
 //     channel transfer, is a leg: a transfer_out keyed "T/<id>/d" (the
@@ -49,9 +49,10 @@ const checkCtxEvery = 1024
 //     names a record that does not exist (money from nowhere);
 //   - a transfer has exactly the legs its state allows a crash to leave
 //     (each leg is durable before the state that follows it): pending,
-//     its debit or none; debited, its debit and at most one of credit and
-//     reversal; credited, debit and credit; reversed, debit and
-//     reversal; refused, none;
+//     its debit or none; debited, its debit and its credit or none (or,
+//     left by a build without the reversing state, its reversal); reversing,
+//     its debit and its reversal or none, never the credit; credited,
+//     debit and credit; reversed, debit and reversal; refused, none;
 //   - a payment: pending, its debit or none; applied, its debit;
 //     cancelled, none. Its open index holds exactly the pending ones. A
 //     caller's month marker names a payment of that caller, in the
@@ -533,9 +534,12 @@ type flowSpec struct {
 
 // transferSpec is the protocol of storage/transfer.go. The debit is made
 // only after Begin, the credit only once the record is debited, the
-// reversal only after a refused credit, each recorded before the state
-// that follows it, so a crash leaves: pending with or without its debit;
-// debited with its debit and at most one of credit and reversal.
+// reversal only once a refused credit made it reversing, each recorded
+// before the state that follows it, so a crash leaves: pending with or
+// without its debit; debited with its debit and its credit or none;
+// reversing with its debit and its reversal or none. Builds before the
+// reversing state ran the reversal from debited, so debited also accepts
+// a reversal instead of the credit (never both).
 func transferSpec(_ *checker, id uint64, v []byte) (flowSpec, bool, error) {
 	tr, err := decodeTransfer(v)
 	if err != nil {
@@ -553,6 +557,8 @@ func transferSpec(_ *checker, id uint64, v []byte) (flowSpec, bool, error) {
 		sp.allowed = d
 	case charging.TransferDebited:
 		sp.allowed, sp.required, sp.notBoth = d|c|r, d, true
+	case charging.TransferReversing:
+		sp.allowed, sp.required = d|r, d
 	case charging.TransferCredited:
 		sp.allowed, sp.required = d|c, d|c
 	case charging.TransferReversed:

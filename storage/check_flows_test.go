@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"slices"
 	"strconv"
 	"testing"
@@ -68,7 +69,8 @@ func (e *legEngine) apply(cmd charging.Command, record bool) charging.Outcome {
 // landLegs commits the journal legs tr's state requires, as the engine
 // would have made them, for tests that move transfers by Begin and Advance
 // alone (Check holds every transfer to its legs): its debit once past
-// pending, then its credit (credited) or its reversal (reversed). Parties
+// pending, then its credit (credited) or its reversal (reversed; a
+// reversing transfer may have it or not, and gets none). Parties
 // are provisioned or topped up as needed, at tr's creation time; a leg
 // already in its journal is not made again, so a test may call it after
 // each Advance. No request record is written: a pruner's counts of them
@@ -79,7 +81,7 @@ func landLegs(t testing.TB, s *Store, tr charging.Transfer) {
 	debit, credit, reverse := transferDebit(&tr), tr.CreditCommand(), transferReverse(&tr)
 	var legs []*charging.Command
 	switch tr.State {
-	case charging.TransferDebited:
+	case charging.TransferDebited, charging.TransferReversing:
 		legs = []*charging.Command{&debit}
 	case charging.TransferCredited:
 		legs = []*charging.Command{&debit, &credit}
@@ -129,12 +131,14 @@ func paymentDebit(p *FixedPayment) charging.Command {
 type flowStage int
 
 const (
-	stageBegun      flowStage = iota // pending, no leg
-	stageDebitLeg                    // pending, its debit landed
-	stageDebited                     // debited, no other leg
-	stageCreditLeg                   // debited, its credit landed
-	stageReverseLeg                  // debited, its reversal landed
-	stageFinal                       // credited, reversed or refused, as the legs decide
+	stageBegun         flowStage = iota // pending, no leg
+	stageDebitLeg                       // pending, its debit landed
+	stageDebited                        // debited, no other leg
+	stageCreditLeg                      // debited, its credit landed
+	stageReversing                      // reversing, its reversal not made yet
+	stageReverseLeg                     // reversing, its reversal landed
+	stageOldReverseLeg                  // debited, its reversal landed: a build without the reversing state
+	stageFinal                          // credited, reversed or refused, as the legs decide
 )
 
 // driveTo runs the transfer protocol (storage/transfer.go) on tr up to
@@ -158,19 +162,35 @@ func (e *legEngine) driveTo(ts *Transfers, tr charging.Transfer, stage flowStage
 		}
 		advance(charging.TransferDebited)
 	}
-	if stage == stageDebited || tr.State != charging.TransferDebited {
+	if stage == stageDebited {
 		return tr
 	}
-	if stage != stageReverseLeg {
+	if tr.State == charging.TransferDebited && stage == stageFinal {
+		// As flows.driveTransfer re-drives a debited record: a reversal
+		// made by a build without the reversing state means the credit
+		// was refused and must not run again.
+		reversed, err := ts.ReversalRecorded(&tr)
+		require.NoError(e.t, err)
+		if reversed {
+			advance(charging.TransferReversing)
+		}
+	}
+	if tr.State == charging.TransferDebited {
 		if out := e.exec(tr.CreditCommand()); out.Result == charging.ResultOK {
 			if stage != stageCreditLeg {
 				advance(charging.TransferCredited)
 			}
 			return tr
 		}
+		if stage != stageOldReverseLeg {
+			advance(charging.TransferReversing)
+		}
+	}
+	if stage == stageReversing {
+		return tr
 	}
 	require.Equal(e.t, charging.ResultOK, e.exec(transferReverse(&tr)).Result)
-	if stage != stageReverseLeg {
+	if stage == stageFinal {
 		advance(charging.TransferReversed)
 	}
 	return tr
@@ -184,7 +204,7 @@ type flowFixture struct {
 	f  *Fixed
 	e  *legEngine
 	// Transfers by what they are.
-	credited, reversed, refused, begun, debitLanded, debited, creditLanded, reversalLanded charging.Transfer
+	credited, reversed, refused, begun, debitLanded, debited, creditLanded, reversing, reversalLanded, oldReversal charging.Transfer
 	// Payments by what they are.
 	applied, cancelled, pending, pendingDebited, nextMonth FixedPayment
 }
@@ -233,12 +253,15 @@ func newFlowFixture(t *testing.T, fs vfs.FS, now func() time.Time) *flowFixture 
 	x.debited = transfer("k6", fxA, fxB, charging.Euros(6), stageDebited)
 	x.creditLanded = transfer("k7", fxA, fxB, charging.Euros(7), stageCreditLeg)
 	x.reversalLanded = transfer("k8", fxA, fxFull, charging.Euros(8), stageReverseLeg)
+	x.reversing = transfer("k9", fxA, fxFull, charging.Euros(9), stageReversing)
+	x.oldReversal = transfer("k10", fxA, fxFull, charging.Euros(10), stageOldReverseLeg)
 	states := map[charging.TransferState]int{}
-	for _, tr := range []charging.Transfer{x.credited, x.reversed, x.refused, x.begun, x.debitLanded, x.debited, x.creditLanded, x.reversalLanded} {
+	for _, tr := range []charging.Transfer{x.credited, x.reversed, x.refused, x.begun, x.debitLanded, x.debited, x.creditLanded,
+		x.reversalLanded, x.reversing, x.oldReversal} {
 		states[tr.State]++
 	}
 	require.Equal(t, map[charging.TransferState]int{charging.TransferCredited: 1, charging.TransferReversed: 1,
-		charging.TransferRefused: 1, charging.TransferPending: 2, charging.TransferDebited: 3}, states)
+		charging.TransferRefused: 1, charging.TransferPending: 2, charging.TransferDebited: 3, charging.TransferReversing: 2}, states)
 
 	cat := charging.DemoCatalogue()
 	require.NoError(t, x.f.Put(&charging.FixedAccount{ID: fxAccount, Kind: charging.FixedInternet, Package: charging.PackageInternetPako2}))
@@ -307,6 +330,7 @@ func TestCheckAcceptsEveryStateOfTheFlows(t *testing.T) {
 	for tr, want := range map[*charging.Transfer]charging.TransferState{
 		&x.begun: charging.TransferCredited, &x.debitLanded: charging.TransferCredited, &x.debited: charging.TransferCredited,
 		&x.creditLanded: charging.TransferCredited, &x.reversalLanded: charging.TransferReversed,
+		&x.reversing: charging.TransferReversed, &x.oldReversal: charging.TransferReversed,
 	} {
 		got, err := x.ts.Get(tr.ID)
 		require.NoError(t, err)
@@ -318,28 +342,35 @@ func TestCheckAcceptsEveryStateOfTheFlows(t *testing.T) {
 	p := newTestPruner(t, x.s, clock, PrunerOptions{Retention: RequestRetentionMin})
 	st, err := p.Prune(context.Background())
 	require.NoError(t, err)
-	require.Equal(t, uint64(8), st.TransferKeysDeleted, "every transfer is final and old")
+	require.Equal(t, uint64(10), st.TransferKeysDeleted, "every transfer is final and old")
 	require.NotZero(t, st.Deleted)
 	require.NoError(t, x.s.Check(context.Background()), "after pruning")
 }
 
-// A debited transfer whose reversal landed before a crash is re-driven
-// from its credit (flows.driveTransfer): if the receiver can take it by
-// then, the transfer ends credited with its reversal too, and the sender
-// got amount+fee from nowhere. Check names it; the flaw is the recovery's
-// (reported to the lead), and this test pins that Check catches it.
-func TestCheckCatchesACreditAfterALandedReversal(t *testing.T) {
+// A transfer whose credit was refused and whose reversal may have landed
+// is finished as reversed even when the receiver could take the credit by
+// the time of recovery: a credit then would pay the receiver after the
+// sender was paid back. Both a reversing record and one an older build
+// left debited with its reversal made end reversed, never credited, and
+// Check passes; forcing the credit onto such a transfer is what Check
+// names.
+func TestCheckRecoveryNeverCreditsAfterALandedReversal(t *testing.T) {
 	x := newFlowFixture(t, vfs.NewMem(), nil)
 	out := x.e.exec(charging.Command{Kind: charging.KindAdjust, Channel: charging.ChannelOps, Key: "ops-1",
 		Subscriber: fxFull, Amount: -charging.Euros(100), Reason: "test"})
 	require.Equal(t, charging.ResultOK, out.Result)
 	x.recover(t)
-	got, err := x.ts.Get(x.reversalLanded.ID)
-	require.NoError(t, err)
-	require.Equal(t, charging.TransferCredited, got.State)
-	err = x.s.Check(context.Background())
+	for _, tr := range []charging.Transfer{x.reversalLanded, x.reversing, x.oldReversal} {
+		got, err := x.ts.Get(tr.ID)
+		require.NoError(t, err)
+		require.Equal(t, charging.TransferReversed, got.State, "transfer %d", tr.ID)
+	}
+	require.NoError(t, x.s.Check(context.Background()))
+
+	require.Equal(t, charging.ResultOK, x.e.force(x.oldReversal.CreditCommand()).Result)
+	err := x.s.Check(context.Background())
 	require.ErrorIs(t, err, ErrCorrupt)
-	require.ErrorContains(t, err, "transfer 8 is credited but has its reversal: entry 38344100001/")
+	require.ErrorContains(t, err, fmt.Sprintf("transfer %d is reversed but has its credit", x.oldReversal.ID))
 }
 
 func TestCheckAcceptsPrunedStoreWithOpenFlows(t *testing.T) {
@@ -350,7 +381,7 @@ func TestCheckAcceptsPrunedStoreWithOpenFlows(t *testing.T) {
 	st, err := p.Prune(context.Background())
 	require.NoError(t, err)
 	require.Equal(t, uint64(3), st.TransferKeysDeleted, "the final transfers' entries go")
-	require.Equal(t, uint64(5), st.TransferKeysKeptOpen, "the open ones' stay")
+	require.Equal(t, uint64(7), st.TransferKeysKeptOpen, "the open ones' stay")
 	require.NoError(t, x.s.Check(context.Background()))
 }
 

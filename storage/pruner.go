@@ -22,7 +22,7 @@ package storage
 // is final (credited, reversed or refused) and older than the retention,
 // and a retried transfer request after that begins a new transfer, the
 // same contract as a retried charge. An entry of an open transfer (pending,
-// debited) is kept whatever its age: the flow is still being driven, and a
+// debited, reversing) is kept whatever its age: the flow is still being driven, and a
 // retry must find it rather than move money a second time. The transfer
 // records themselves (0x19) are the business history and are never
 // pruned. Created is in whole seconds, the transfer began somewhere in

@@ -404,8 +404,12 @@ func transferAt(t *testing.T, s *Store, ts *Transfers, key string, from charging
 	switch state {
 	case charging.TransferDebited:
 		path = []charging.TransferState{charging.TransferDebited}
-	case charging.TransferCredited, charging.TransferReversed:
+	case charging.TransferCredited:
 		path = []charging.TransferState{charging.TransferDebited, state}
+	case charging.TransferReversing:
+		path = []charging.TransferState{charging.TransferDebited, state}
+	case charging.TransferReversed:
+		path = []charging.TransferState{charging.TransferDebited, charging.TransferReversing, state}
 	case charging.TransferRefused:
 		path = []charging.TransferState{state}
 	}
@@ -448,6 +452,7 @@ func TestPruneTransferKeysOfFinalOldTransfers(t *testing.T) {
 		{"credited-exact", retention, charging.TransferCredited, true},
 		{"pending-old", 30 * 24 * time.Hour, charging.TransferPending, true},
 		{"debited-old", 30 * 24 * time.Hour, charging.TransferDebited, true},
+		{"reversing-old", 30 * 24 * time.Hour, charging.TransferReversing, true},
 	}
 	ids := map[string]uint64{}
 	for _, c := range cases {
@@ -456,7 +461,7 @@ func TestPruneTransferKeysOfFinalOldTransfers(t *testing.T) {
 	p := newTestPruner(t, s, clock, PrunerOptions{Retention: retention})
 	st, err := p.Prune(context.Background())
 	require.NoError(t, err)
-	require.Equal(t, PruneStats{Batches: 1, TransferKeysScanned: 7, TransferKeysDeleted: 3, TransferKeysKeptOpen: 2}, st)
+	require.Equal(t, PruneStats{Batches: 1, TransferKeysScanned: 8, TransferKeysDeleted: 3, TransferKeysKeptOpen: 3}, st)
 	for _, c := range cases {
 		require.Equal(t, c.kept, indexed(t, s, from, c.key), c.key)
 		tr, err := ts.Get(ids[c.key])
@@ -470,16 +475,19 @@ func TestPruneTransferKeysOfFinalOldTransfers(t *testing.T) {
 	st, err = p.Prune(context.Background())
 	require.NoError(t, err)
 	require.Equal(t, uint64(1), st.TransferKeysDeleted)
-	require.Equal(t, uint64(2), st.TransferKeysKeptOpen)
+	require.Equal(t, uint64(3), st.TransferKeysKeptOpen)
 	require.False(t, indexed(t, s, from, "credited-exact"))
 	_, err = ts.Advance(ids["pending-old"], charging.TransferRefused)
 	require.NoError(t, err)
 	credited, err := ts.Advance(ids["debited-old"], charging.TransferCredited)
 	require.NoError(t, err)
 	landLegs(t, s, credited)
+	reversed, err := ts.Advance(ids["reversing-old"], charging.TransferReversed)
+	require.NoError(t, err)
+	landLegs(t, s, reversed)
 	st, err = p.Prune(context.Background())
 	require.NoError(t, err)
-	require.Equal(t, PruneStats{Batches: 1, TransferKeysScanned: 3, TransferKeysDeleted: 2}, st)
+	require.Equal(t, PruneStats{Batches: 1, TransferKeysScanned: 4, TransferKeysDeleted: 3}, st)
 	require.True(t, indexed(t, s, from, "credited-young"))
 }
 

@@ -14,17 +14,27 @@ package storage
 //  3. Advance(debited).
 //  4. Credit the receiver with t.CreditCommand() (key "T/<id>/c", a
 //     ChannelTransfer top-up: no validity). OK: Advance(credited).
-//     Refused (the receiver vanished, balance limit): credit amount+fee
-//     back to the sender with key t.ReverseKey() ("T/<id>/r"), then
-//     Advance(reversed).
-//  5. Recovery, at start before serving: Open() lists every record not in
-//     a final state. Pending: run step 2 again with the same key (the actor
-//     answers a debit made before the crash from its idempotency record,
-//     and makes it now otherwise), and go on. Debited: run step 4 again.
+//     Refused (the receiver vanished, balance limit): Advance(reversing),
+//     then credit amount+fee back to the sender with key t.ReverseKey()
+//     ("T/<id>/r"), then Advance(reversed).
+//  5. Recovery, at start before serving and by the re-driver while
+//     serving: Open() lists every record not in a final state. Pending:
+//     run step 2 again with the same key (the actor answers a debit made
+//     before the crash from its idempotency record, and makes it now
+//     otherwise), and go on. Debited: run step 4 again. Reversing: run
+//     only the reversal again, never the credit: a refused credit leaves
+//     no idempotency record, so a credit retried after the reversal landed
+//     could be made (the receiver may take it by then), and the receiver
+//     would be paid after the sender was paid back. A record that an
+//     older build left debited after its reversal landed (it had no
+//     reversing state) is recognised by the reversal's request record
+//     (ReversalRecorded) and moved to reversing before anything runs.
 //
-// Every leg has a key derived from the transfer ID, so re-driving any leg
-// any number of times moves money once: money is conserved to the unit at
-// every crash point, and each leg is in its account's journal.
+// Every leg has a key derived from the transfer ID: a leg that was made is
+// answered from its idempotency record when it is re-driven, and a leg
+// that was refused recorded nothing and may run again only where running
+// it cannot pay twice (hence the reversing state). Money is conserved to
+// the unit at every crash point, and each leg is in its account's journal.
 //
 // Advance writes with fsync: a lost "credited" would only re-drive an
 // idempotent credit, but the record is also what operations read, and
@@ -83,6 +93,7 @@ var ErrTransferStep = errors.New("storage: transfer cannot move to this state")
 // Transfers is the transfer record store. Safe for concurrent use.
 type Transfers struct {
 	db      *pebble.DB
+	store   *Store            // for the legs' request records (ReversalRecorded)
 	keyLock *transferKeyLocks // the Store's: shared with its Pruner
 	locks   [256]sync.Mutex
 	mu      struct {
@@ -94,7 +105,7 @@ type Transfers struct {
 // NewTransfers returns the transfer store of s; IDs continue after the
 // highest one stored.
 func NewTransfers(s *Store) (*Transfers, error) {
-	t := &Transfers{db: s.db, keyLock: &s.transferKeyLocks}
+	t := &Transfers{db: s.db, store: s, keyLock: &s.transferKeyLocks}
 	last, err := lastID(s.db, tagTransfer)
 	t.mu.next = last + 1
 	return t, err
@@ -242,6 +253,18 @@ func (t *Transfers) Advance(id uint64, next charging.TransferState) (charging.Tr
 		return tr, fmt.Errorf("storage: advance transfer: %w", err)
 	}
 	return tr, nil
+}
+
+// ReversalRecorded reports whether tr's reversal is in the sender's
+// journal: its request record exists. Request records of an open transfer's
+// legs are kept whatever their age (pruner.go), so the answer is certain
+// for the records recovery asks about.
+func (t *Transfers) ReversalRecorded(tr *charging.Transfer) (bool, error) {
+	_, found, err := t.store.LookupRequest(tr.From, tr.ReverseKey())
+	if err != nil {
+		return false, fmt.Errorf("storage: transfer %d reversal: %w", tr.ID, err)
+	}
+	return found, nil
 }
 
 // TransferListMax bounds one Open call.

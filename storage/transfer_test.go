@@ -59,6 +59,11 @@ func drive(t *testing.T, ts *Transfers, l *ledger, tr charging.Transfer, steps i
 			write(charging.TransferCredited)
 			return
 		}
+		if !write(charging.TransferReversing) {
+			return
+		}
+	}
+	if tr.State == charging.TransferReversing {
 		l.move(tr.ReverseKey(), tr.From, tr.Amount+tr.Fee)
 		write(charging.TransferReversed)
 	}

@@ -298,6 +298,10 @@ func TestTransferCrashBetweenDebitAndCredit(t *testing.T) {
 		t.Fatalf("the failpoint did not fire: %d", resp.StatusCode)
 	}
 	_ = s.cmd.Wait()
+	// The debit is durable and the record still pending: a state the
+	// protocol leaves, which the checker accepts before recovery.
+	var out strings.Builder
+	require.NoError(t, check([]string{"--data", dir}, &out), "ocs check after the crash: %s", &out)
 	require.False(t, s.cmd.ProcessState.Success(), "killed, not exited")
 
 	s = startServerWith(t, dir, nil, "--voucher-secret", secret)
@@ -318,6 +322,8 @@ func TestTransferCrashBetweenDebitAndCredit(t *testing.T) {
 	require.True(t, has(a, "transfer_out"))
 	require.True(t, has(b, "transfer_in"))
 	require.Contains(t, s.stopWait(), "finished operations a crash left half-way")
+	out.Reset()
+	require.NoError(t, check([]string{"--data", dir}, &out), "ocs check after recovery: %s", &out)
 }
 
 // manualClock is the engine's and the flows' clock in the guard test.
