@@ -47,7 +47,7 @@ func parseServeFlags(args []string) (serveFlags, error) {
 	fs.StringVar(&f.data, "data", "./data", "directory of the Pebble database")
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:8080", "address of the HTTP API, /ussd and /metrics")
 	fs.StringVar(&f.config, "config", "", "JSON configuration `file` (default: the embedded demo; print it with: ocs config)")
-	fs.StringVar(&f.voucherSecret, "voucher-secret", "", "voucher secret file (default: DATA/voucher.key, created on first start for the demo)")
+	fs.StringVar(&f.voucherSecret, "voucher-secret", "", "voucher secret file (default: DATA/voucher.key, created on first start for the demo, never over a database that holds cards)")
 	f.guard = charging.DefaultGuardPolicy()
 	failures := fs.Uint("redeem-failures-max", uint(f.guard.FailuresMax), "wrong voucher codes within --redeem-window that bar a caller")
 	fs.DurationVar(&f.guard.Window, "redeem-window", f.guard.Window, "window in which wrong codes are counted")
@@ -137,6 +137,12 @@ func serve(args []string) error {
 	cfg.Channels[charging.ChannelTransfer] = f.transfer.ChannelPolicy()
 	started := time.Now()
 	fresh := isFresh(f.data)
+	// Before the store is opened: a missing demo secret is replaced only in
+	// a database without scratch cards, which voucherSecret reads itself.
+	secret, err := voucherSecret(f.voucherSecret, "--voucher-secret", f.data, log)
+	if err != nil {
+		return err
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -158,7 +164,7 @@ func serve(args []string) error {
 		_ = store.Close()
 		return err
 	}
-	issue3, err := startFlows(&f, store, engine, reg, log)
+	issue3, err := startFlows(&f, secret, store, engine, reg, log)
 	if err != nil {
 		_ = engine.Stop()
 		_ = store.Close()
@@ -237,12 +243,8 @@ type issue3 struct {
 // startFlows opens the voucher, transfer and fixed stores, finishes what a
 // crash left half-way (before any request can see it), and builds the USSD
 // handler.
-func startFlows(f *serveFlags, store *storage.Store, engine *actors.Engine, reg prometheus.Registerer, log *slog.Logger) (issue3, error) {
+func startFlows(f *serveFlags, secret []byte, store *storage.Store, engine *actors.Engine, reg prometheus.Registerer, log *slog.Logger) (issue3, error) {
 	var w issue3
-	secret, err := voucherSecret(f.voucherSecret, f.data, true, log)
-	if err != nil {
-		return w, err
-	}
 	v, err := storage.NewVouchers(store, [][]byte{secret}, f.guard)
 	if err != nil {
 		return w, err

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2"
+
 	"github.com/ocs-engine/ocs/charging"
 	"github.com/ocs-engine/ocs/storage"
 	"github.com/schollz/progressbar/v3"
@@ -32,6 +34,9 @@ import (
 // in its data directory, creating it (32 random bytes, mode 0600) on first
 // start and saying so in the log; `ocs vouchers generate` without
 // --secret-file uses the same file, so the two agree out of the box.
+// Either creates it only while the database holds no scratch card
+// (voucherSecret): once cards exist, a missing secret is an error to fix,
+// never a file to make up.
 
 // defaultSecretName is the demo secret's file name in the data directory.
 const defaultSecretName = "voucher.key"
@@ -61,11 +66,24 @@ func readSecret(path string) ([]byte, error) {
 }
 
 // voucherSecret returns the secret at path, or the data directory's demo
-// secret, created on first use when create is set.
-func voucherSecret(path, dataDir string, create bool, log *slog.Logger) ([]byte, error) {
+// secret when path is empty. flagName names the option that sets path, for the
+// messages (--voucher-secret or --secret-file).
+//
+// The demo secret is created only when it is missing and the database in
+// dataDir holds no scratch card at all (a fresh installation): a database
+// with cards was hashed under some secret, and a new one would make every
+// unused card unredeemable without a sign until subscribers complain. That
+// is what a restore from a backup (which never holds the secret) or a
+// mistyped --data leaves, so voucherSecret refuses then and says what to do.
+// Call it before the database is opened: it may open the database itself,
+// read-only, to look for cards.
+func voucherSecret(path, flagName, dataDir string, log *slog.Logger) ([]byte, error) {
 	if path != "" {
 		b, err := readSecret(path)
-		if err == nil {
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			return nil, fmt.Errorf("voucher secret %s does not exist: restore it from its own backup, or point %s at the file the cards were generated with", path, flagName)
+		case err == nil:
 			if info, _ := os.Stat(path); info != nil && info.Mode().Perm()&0o077 != 0 {
 				log.Warn("voucher secret is readable by group or others: chmod 600", "file", path)
 			}
@@ -74,12 +92,37 @@ func voucherSecret(path, dataDir string, create bool, log *slog.Logger) ([]byte,
 	}
 	path = filepath.Join(dataDir, defaultSecretName)
 	b, err := readSecret(path)
-	if err == nil || !errors.Is(err, fs.ErrNotExist) || !create {
+	if err == nil || !errors.Is(err, fs.ErrNotExist) {
 		return b, err
 	}
-	b = make([]byte, 32)
+	cards, err := holdsVouchers(dataDir, log)
+	if err != nil {
+		return nil, fmt.Errorf("voucher secret %s is missing, and looking for scratch cards in %s failed: %w", path, dataDir, err)
+	}
+	if cards {
+		return nil, fmt.Errorf("%w: %s is missing, but the database in %s holds scratch cards hashed under a secret; "+
+			"a new secret would make every unused card unredeemable, so none was created. "+
+			"Restore the secret file from its own backup to %s, or point %s at it "+
+			"(a database restored from a backup never holds the secret)",
+			errSecretLost, path, dataDir, path, flagName)
+	}
+	return createSecret(path, dataDir, log)
+}
+
+// errSecretLost is voucherSecret's refusal to replace the secret of a
+// database that holds scratch cards.
+var errSecretLost = errors.New("voucher secret lost")
+
+// createSecret writes a new demo secret (32 random bytes, mode 0600) to
+// path, which must not exist, in dataDir, created if needed (the database
+// is opened after the secret is read).
+func createSecret(path, dataDir string, log *slog.Logger) ([]byte, error) {
+	b := make([]byte, 32)
 	if _, err := rand.Read(b); err != nil {
 		return nil, err
+	}
+	if err := os.MkdirAll(dataDir, 0o750); err != nil {
+		return nil, fmt.Errorf("voucher secret: %w", err)
 	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
@@ -101,6 +144,52 @@ func voucherSecret(path, dataDir string, create bool, log *slog.Logger) ([]byte,
 	return b, nil
 }
 
+// voucherTables are the first bytes of the keys of scratch cards (0x10)
+// and of their batch records (0x11) in storage/voucher.go (tagVoucher,
+// tagVoucherBatch): both are looked for, since a generation that crashed
+// leaves cards without their batch record. storage has no call that says
+// whether any card or batch exists (Vouchers.Batch needs the batch number),
+// so this reads the key layout directly, read-only;
+// TestVoucherSecretNotReplaced breaks if the layout moves. It goes when
+// storage exports such a call.
+var voucherTables = [2]byte{0x10, 0x11 + 1}
+
+// holdsVouchers reports whether the database in dir holds any scratch card
+// or batch record. A directory with no database holds none. The database
+// is opened read-only (its write-ahead log replayed in memory) and closed:
+// the caller opens it for real afterwards, as one process may not hold it
+// twice.
+func holdsVouchers(dir string, log *slog.Logger) (bool, error) {
+	if isFresh(dir) {
+		return false, nil
+	}
+	db, err := pebble.Open(dir, &pebble.Options{ReadOnly: true, ErrorIfNotExists: true, Logger: quietPebble{log}})
+	if err != nil {
+		return false, err
+	}
+	it, err := db.NewIter(&pebble.IterOptions{LowerBound: voucherTables[:1], UpperBound: voucherTables[1:]})
+	if err != nil {
+		_ = db.Close()
+		return false, err
+	}
+	found := it.First()
+	err = it.Close()
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	return found, err
+}
+
+// quietPebble drops Pebble's informational lines of the look-up (a
+// replayed log, say) and logs its errors.
+type quietPebble struct{ log *slog.Logger }
+
+func (quietPebble) Infof(string, ...any) {}
+func (q quietPebble) Errorf(format string, args ...any) {
+	q.log.Error("pebble: " + fmt.Sprintf(format, args...))
+}
+func (quietPebble) Fatalf(format string, args ...any) { panic(fmt.Sprintf(format, args...)) }
+
 func vouchers(args []string) error {
 	if len(args) == 0 {
 		return errors.New("vouchers: generate or block")
@@ -120,7 +209,7 @@ func vouchersGenerate(args []string) error {
 	value := fs.Int("value", 0, "face value in euros: 5, 10 or 20")
 	batch := fs.Uint("batch", 0, "batch number, new (1 … 4294967295)")
 	expiry := fs.String("expiry", "", "last day the cards are redeemable, YYYY-MM-DD (UTC; redeemable until the end of that day)")
-	secretFile := fs.String("secret-file", "", "voucher secret file (default: DATA/voucher.key, as ocs serve uses)")
+	secretFile := fs.String("secret-file", "", "voucher secret file (default: DATA/voucher.key, as ocs serve uses; created only while the database holds no card)")
 	out := fs.String("out", "", "CSV file for the printer, created (must not exist), mode 0600")
 	data := fs.String("data", "./data", "directory of the Pebble database (ocs serve must not be running on it)")
 	if err := fs.Parse(args); err != nil {
@@ -140,7 +229,7 @@ func vouchersGenerate(args []string) error {
 		return errors.New("--out is required")
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	secret, err := voucherSecret(*secretFile, *data, false, log)
+	secret, err := voucherSecret(*secretFile, "--secret-file", *data, log)
 	if err != nil {
 		return err
 	}
