@@ -1,6 +1,8 @@
 package main
 
 import (
+	"io/fs"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -41,10 +43,31 @@ func TestCheckCommand(t *testing.T) {
 	require.Error(t, err)
 	require.Contains(t, out, "no such file or directory")
 
-	// A voucher credit no card names: what a card credited twice leaves.
+	plantForgedCredit(t, dir, "044123456")
+	out, err = run("--data", dir)
+	var exit *exec.ExitError
+	require.ErrorAs(t, err, &exit, out)
+	require.Equal(t, 1, exit.ExitCode())
+	require.True(t, strings.Contains(out, "inconsistent") && strings.Contains(out, "voucher credits"), out)
+
+	// A directory that holds no database is refused, not checked as an
+	// empty one (an open for writing would have made one in it).
+	empty := t.TempDir()
+	out, err = run("--data", empty)
+	require.Error(t, err)
+	require.Contains(t, out, "holds no database")
+	names, err := os.ReadDir(empty)
+	require.NoError(t, err)
+	require.Empty(t, names)
+}
+
+// plantForgedCredit writes, behind the engine's back, a voucher credit no
+// card names: what a card credited twice leaves.
+func plantForgedCredit(t *testing.T, dir, msisdn string) {
+	t.Helper()
 	store, err := storage.Open(dir, storage.Options{})
 	require.NoError(t, err)
-	id, err := charging.ParseMSISDN("044123456")
+	id, err := charging.ParseMSISDN(msisdn)
 	require.NoError(t, err)
 	a, _, err := store.LoadAccount(id)
 	require.NoError(t, err)
@@ -53,9 +76,89 @@ func TestCheckCommand(t *testing.T) {
 	_, eff := a.Apply(&cfg, &cmd, time.Now())
 	require.NoError(t, store.Commit([]charging.Change{{Account: a, Entry: eff.Entry}}))
 	require.NoError(t, store.Close())
-	out, err = run("--data", dir)
+}
+
+// fileState is what ocs check must not change about a file.
+type fileState struct {
+	size    int64
+	mode    os.FileMode
+	modTime time.Time
+}
+
+// dirState maps every path under dir (dir itself as ".") to its state.
+func dirState(t *testing.T, dir string) map[string]fileState {
+	t.Helper()
+	m := make(map[string]fileState)
+	require.NoError(t, filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(dir, path)
+		if err != nil {
+			return err
+		}
+		m[rel] = fileState{size: info.Size(), mode: info.Mode(), modTime: info.ModTime()}
+		return nil
+	}))
+	return m
+}
+
+// ocs check reads and never writes what it checks: a directory a SIGKILL
+// left with its last writes only in the write-ahead log, a backup (which
+// has no LOCK file), and a database with a planted violation keep every
+// file name, size, mode and modification time, while check still counts
+// what only the log holds and still finds the violation.
+func TestCheckChangesNothing(t *testing.T) {
+	root := t.TempDir()
+	dir, backups := filepath.Join(root, "data"), filepath.Join(root, "backups")
+	s := startServerWith(t, dir, nil, "--voucher-secret", writeSecret(t), "--backup-dir", backups)
+	s.provisionSub("044123456", "3")
+	var bk struct{ Path string }
+	code, err := s.call("POST", "/v1/backups", testOpsKey, "", nil, &bk)
+	require.NoError(t, err)
+	require.Equal(t, 201, code)
+	s.provisionSub("044123457", "4") // after the backup: only in the live log
+	s.kill()
+
+	var logBytes int64
+	for name, st := range dirState(t, dir) {
+		if filepath.Ext(name) == ".log" {
+			logBytes += st.size
+		}
+	}
+	require.Positive(t, logBytes, "the killed engine left its last writes in the write-ahead log")
+
+	checkUnchanged := func(dir string) (string, error) {
+		t.Helper()
+		before := dirState(t, dir)
+		out, err := exec.Command(ocsBinary(t), "check", "--data", dir).CombinedOutput()
+		require.Equal(t, before, dirState(t, dir), "ocs check changed %s: %s", dir, out)
+		return string(out), err
+	}
+	out, err := checkUnchanged(dir)
+	require.NoError(t, err, out)
+	require.Contains(t, out, "consistent: 2 accounts, 7.00 EUR owed")
+
+	out, err = checkUnchanged(bk.Path)
+	require.NoError(t, err, out)
+	require.Contains(t, out, "consistent: 1 accounts, 3.00 EUR owed")
+	// A checkpoint has no LOCK file (the backup above got one from its
+	// verification's read-only open); check must not make one.
+	plain := filepath.Join(root, "checkpoint")
+	copyTree(t, bk.Path, plain)
+	require.NoError(t, os.Remove(filepath.Join(plain, pebbleLockName)))
+	out, err = checkUnchanged(plain)
+	require.NoError(t, err, out)
+	require.Contains(t, out, "consistent: 1 accounts, 3.00 EUR owed")
+
+	plantForgedCredit(t, dir, "044123456")
+	out, err = checkUnchanged(dir)
 	var exit *exec.ExitError
 	require.ErrorAs(t, err, &exit, out)
 	require.Equal(t, 1, exit.ExitCode())
-	require.True(t, strings.Contains(out, "inconsistent") && strings.Contains(out, "voucher credits"), out)
+	require.Contains(t, out, "voucher credits")
 }
