@@ -357,9 +357,20 @@ func (a *Account) grant(cfg *Config, t *Tariff, r *Reservation, requested uint64
 	if requested == 0 {
 		requested = t.DefaultGrant
 	}
+	// Update and terminate refuse a report that takes the session past
+	// UnitsMax, so units granted beyond it could be used and never charged:
+	// the grant stops there, and the one that reaches it is the last.
+	room := UnitsMax - r.Used
+	if room == 0 {
+		return ResultUnitsAboveMaximum
+	}
+	final := false
+	if requested >= room {
+		requested, final = room, true
+	}
 	available := a.Available()
 	cost := t.Cost(r.Used+requested) - t.Cost(r.Used)
-	granted, final := requested, false
+	granted := requested
 	if cost > available {
 		granted = t.Affordable(r.Used, available)
 		if granted == 0 {

@@ -264,9 +264,16 @@ func (m *refModel) grant(t charging.Tariff, s *refSession, requested uint64, now
 	if requested == 0 {
 		requested = t.DefaultGrant
 	}
+	// A session reports at most UnitsMax in all, so no grant goes past it.
+	if s.used == charging.UnitsMax {
+		return charging.ResultUnitsAboveMaximum, false
+	}
+	final := false
+	if s.used+requested >= charging.UnitsMax {
+		requested, final = charging.UnitsMax-s.used, true
+	}
 	avail := m.balance - m.held()
 	price := cost(t, s.used+requested) - cost(t, s.used)
-	final := false
 	if price > avail {
 		requested = affordable(t, s.used, avail)
 		if requested == 0 {

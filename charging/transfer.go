@@ -221,7 +221,12 @@ func (a *Account) CreditBack(amount Amount, kind EntryKind, ref uint64, now time
 	}
 	a.Balance += amount
 	a.rollMonth(now.Unix())
-	a.Month.Spent -= amount
+	// The debit is nearly always of this month (the reversal follows it
+	// within the same request), and then this is exact. One made in an
+	// earlier month (a transfer across midnight at a month's end) counted
+	// there: subtracting it here would make this month's spending negative,
+	// so this month's counter gives back at most what it holds.
+	a.Month.Spent -= min(amount, a.Month.Spent)
 	eff.Entry = Entry{Kind: kind, Amount: amount, Ref: ref}
 	return ResultOK
 }
