@@ -236,7 +236,7 @@ func FuzzAppendString(f *testing.F) {
 // when it is 1 to 64 bytes of printable ASCII, and otherwise refused with
 // the specific problem (or absent when the header is).
 func FuzzIdempotencyKey(f *testing.F) {
-	for _, s := range []string{"", "r-1", `q"\ ~`, "k\xff", "ë", "tab\tkey", strings.Repeat("k", 65)} {
+	for _, s := range []string{"", "r-1", `q"\ ~`, "k\xff", "ë", "tab\tkey", strings.Repeat("k", 65), "T/1/r", "a|b"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, header string) {
@@ -251,6 +251,9 @@ func FuzzIdempotencyKey(f *testing.F) {
 			require.Empty(t, key)
 		case len(sent) > charging.RequestKeyBytesMax:
 			require.Equal(t, "request_key_too_long", p.code)
+		case printable && strings.ContainsAny(sent, "/|"):
+			require.Equal(t, "reserved_idempotency_key", p.code, "%q", sent)
+			require.Empty(t, key)
 		case printable:
 			require.True(t, p.ok(), "%q", sent)
 			require.Equal(t, sent, key)

@@ -326,6 +326,15 @@ func writeJSON(ctx *fasthttp.RequestCtx, st *reqState, status int) {
 // The key must be printable ASCII: the IETF draft defines the header as a
 // structured-field string, and the key comes back to operations as the
 // transaction's reference, which must say exactly what the client sent.
+//
+// It may not contain '/' or '|'. A subscriber's request keys are one space:
+// the client's, and those the engine derives for its own legs, every one
+// of which holds a '/' ("T/<id>/r", "P/<id>", "V/<hash>", an Nchf update's
+// "<msisdn>-<session>/<isn>", "provision/<msisdn>") or a '|' (an Nchf
+// create's "nFName|invocationTimeStamp|invocationSequenceNumber"). A client
+// key equal to one of them would take it: the engine's leg would then be
+// answered request_key_reused, and a transfer's reversal, say, would never
+// run (the sender's money stuck), or a session's usage never be charged.
 func idempotencyKey(ctx *fasthttp.RequestCtx) (string, problem) {
 	k := ctx.Request.Header.Peek("Idempotency-Key")
 	if len(k) == 0 {
@@ -334,10 +343,15 @@ func idempotencyKey(ctx *fasthttp.RequestCtx) (string, problem) {
 	if len(k) > charging.RequestKeyBytesMax {
 		return "", probKeyTooLong
 	}
+	reserved := false
 	for _, c := range k {
 		if c < 0x20 || c > 0x7e {
 			return "", probKeyInvalid
 		}
+		reserved = reserved || c == '/' || c == '|'
+	}
+	if reserved {
+		return "", probKeyReserved
 	}
 	return string(k), problem{}
 }

@@ -44,6 +44,8 @@ var (
 		"The request key (Idempotency-Key, or nFName|invocationTimeStamp|invocationSequenceNumber) is longer than 64 bytes.")
 	probKeyInvalid = badRequest("invalid_idempotency_key",
 		"The Idempotency-Key header must be printable ASCII (space to ~), the characters of an HTTP structured-field string.")
+	probKeyReserved = badRequest("reserved_idempotency_key",
+		"The Idempotency-Key header may not contain '/' or '|': the engine makes its own request keys with them (transfers, *101# payments, scratch cards, charging sessions).")
 	probBodyTooLarge = problem{status: 413, code: "body_too_large",
 		detail: "The request body is larger than this API accepts (64 KiB)."}
 	probUnauthorized = problem{status: 401, code: "unauthorized",
