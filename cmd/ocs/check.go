@@ -49,8 +49,11 @@ func check(args []string, out io.Writer) error {
 	if _, err := os.Stat(*data); err != nil {
 		return fmt.Errorf("check: %w", err)
 	}
+	// Ctrl-C ends the copy or the check, and the scratch copy is removed.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
 	start := time.Now()
-	dir, err := scratchCopy(*data, *scratch)
+	dir, err := scratchCopy(ctx, *data, *scratch)
 	if err != nil {
 		return fmt.Errorf("check: %w", err)
 	}
@@ -60,8 +63,6 @@ func check(args []string, out io.Writer) error {
 		return fmt.Errorf("check: open %s (copied to %s): %w", *data, dir, err)
 	}
 	defer store.Close()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	defer stop()
 	if err := store.Check(ctx); err != nil {
 		if errors.Is(err, storage.ErrCorrupt) {
 			return fmt.Errorf("%w: %w", errInconsistent, err)
@@ -78,7 +79,7 @@ const pebbleLockName = "LOCK"
 
 // scratchCopy copies the database in src into a new directory under
 // parent ("" : os.TempDir) and returns it; the caller removes it. src is
-// only read.
+// only read. A ctx that ends stops the copy between two files.
 //
 // Tables (.sst, .blob) are hard-linked when parent is on src's file system
 // and copied otherwise: Pebble never writes to a table after creating it,
@@ -93,7 +94,7 @@ const pebbleLockName = "LOCK"
 // copy fail, and no engine can start on src mid-copy. A directory without
 // LOCK (a backup: checkpoints do not copy it) has never been opened by an
 // engine, and none is created in it.
-func scratchCopy(src, parent string) (dir string, err error) {
+func scratchCopy(ctx context.Context, src, parent string) (dir string, err error) {
 	unlock, err := lockShared(filepath.Join(src, pebbleLockName))
 	if err != nil {
 		return "", err
@@ -122,6 +123,9 @@ func scratchCopy(src, parent string) (dir string, err error) {
 		}
 	}()
 	for _, e := range entries {
+		if err := ctx.Err(); err != nil {
+			return "", err
+		}
 		name := e.Name()
 		if name == pebbleLockName || !e.Type().IsRegular() {
 			continue

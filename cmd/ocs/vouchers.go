@@ -150,7 +150,7 @@ func createSecret(path, dataDir string, log *slog.Logger) ([]byte, error) {
 // leaves cards without their batch record. storage has no call that says
 // whether any card or batch exists (Vouchers.Batch needs the batch number),
 // so this reads the key layout directly, read-only;
-// TestVoucherSecretNotReplaced breaks if the layout moves. It goes when
+// TestHoldsVouchers breaks if the layout moves. It goes when
 // storage exports such a call.
 var voucherTables = [2]byte{0x10, 0x11 + 1}
 
