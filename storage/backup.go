@@ -158,22 +158,16 @@ func (s *Store) Backup(dir string) (BackupInfo, error) {
 	return info, nil
 }
 
-// VerifyBackup opens the backup in dir read-only (nothing in it is
-// changed: its WAL is replayed in memory) and runs Check on it. Its cost is
-// Check's: one pass over every record.
+// VerifyBackup opens the backup in dir read-only (Options.ReadOnly: nothing
+// in it is changed, not even a lock file; its WAL is replayed in memory)
+// and runs Check on it. Its cost is Check's: one pass over every record.
 func VerifyBackup(ctx context.Context, dir string) error {
-	cache := pebble.NewCache(backupVerifyCacheBytes + memTableReserveBytes)
-	po := pebbleOptions(cache, nil, slog.New(slog.DiscardHandler))
-	po.ReadOnly = true
-	po.ErrorIfNotExists = true
-	db, err := pebble.Open(dir, po)
-	cache.Unref()
+	v, err := Open(dir, Options{ReadOnly: true, CacheBytes: backupVerifyCacheBytes})
 	if err != nil {
 		return fmt.Errorf("storage: verify backup %s: %w", dir, err)
 	}
-	v := &Store{db: db, log: slog.New(slog.DiscardHandler), now: time.Now}
 	err = v.Check(ctx)
-	if cerr := db.Close(); err == nil && cerr != nil {
+	if cerr := v.Close(); err == nil && cerr != nil {
 		err = cerr
 	}
 	if err != nil {

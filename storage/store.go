@@ -89,6 +89,12 @@ type Options struct {
 	// batch that has one); nil means time.Now. The engine sets Time from
 	// its own clock, so this is a fallback; tests inject a manual clock.
 	Now func() time.Time
+	// ReadOnly opens an existing database for reading only, changing
+	// nothing in its directory, not even a lock file (readonly.go): its
+	// write-ahead log is replayed in memory. It is refused (ErrInUse)
+	// while an engine holds the database. Reads and Check work; Commit
+	// and Apply fail.
+	ReadOnly bool
 }
 
 // Store is the durable state of the engine on one Pebble database.
@@ -136,6 +142,8 @@ type Store struct {
 		sync.RWMutex
 		roles map[[32]byte]uint8
 	}
+
+	readOnly bool // Options.ReadOnly
 }
 
 // ErrFailed is wrapped by every Commit and Apply after a commit failed:
@@ -163,8 +171,20 @@ func Open(dir string, opts Options) (*Store, error) {
 	s.durableOpts = pebble.IterOptions{UseL6Filters: true, OnlyReadGuaranteedDurable: true}
 	s.recent.init()
 	po := pebbleOptions(s.cache, opts.FS, log)
+	if opts.ReadOnly {
+		s.readOnly = true
+		po.ReadOnly, po.ErrorIfNotExists = true, true
+		fs := opts.FS
+		if fs == nil {
+			fs = vfs.Default
+		}
+		po.FS = readOnlyFS{fs}
+	}
 	db, err := pebble.Open(dir, po)
 	s.cache.Unref() // the DB holds its own reference until Close
+	if opts.ReadOnly && errors.Is(err, pebble.ErrDBDoesNotExist) {
+		err = ErrNoDatabase
+	}
 	if err != nil {
 		return nil, fmt.Errorf("storage: open %s: %w", dir, err)
 	}
@@ -177,8 +197,11 @@ func Open(dir string, opts Options) (*Store, error) {
 		s.metrics = newStoreMetrics(opts.Registerer)
 	}
 	// Keys replayed from the write-ahead log sit in a memtable: look-ups
-	// read the memtables until they are flushed (recent.go).
-	s.recent.flushAll(db.Flush)
+	// read the memtables until they are flushed (recent.go). A read-only
+	// store never flushes, and all stays set.
+	if !s.readOnly {
+		s.recent.flushAll(db.Flush)
+	}
 	log.Info("storage opened", "dir", dir, "accounts", s.applied.Accounts, "owed", s.applied.Owed.String())
 	return s, nil
 }
@@ -222,7 +245,7 @@ func (s *Store) load() error {
 		return fmt.Errorf("storage: read schema: %w", err)
 	case found && (len(v) != 1 || (v[0] != schemaV1 && v[0] != schemaV2)):
 		return fmt.Errorf("%w: schema %v, this build reads %d and %d", ErrCorrupt, v, schemaV1, schemaV2)
-	case !found || v[0] == schemaV1:
+	case (!found || v[0] == schemaV1) && !s.readOnly:
 		if err := s.db.Set(k, []byte{schemaV2}, pebble.Sync); err != nil {
 			return fmt.Errorf("storage: write schema: %w", err)
 		}

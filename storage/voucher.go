@@ -799,3 +799,20 @@ func decodeRedeemGuard(v []byte) (charging.RedeemGuard, error) {
 	g.WindowStart, g.Failures, g.BarredUntil = rd.i64(), rd.u32(), rd.i64()
 	return g, rd.done("redeem guard")
 }
+
+// HoldsVouchers reports whether the store holds any scratch card or batch
+// record: whether card codes were hashed under a secret, which then must
+// never be replaced by a new one (every unused card would become
+// unredeemable). Cards count without a batch record too, since a
+// generation that crashed leaves cards before its batch record.
+func (s *Store) HoldsVouchers() (bool, error) {
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: tableStart(tagVoucher), UpperBound: tableStart(tagVoucherBatch + 1)})
+	if err != nil {
+		return false, fmt.Errorf("storage: look for vouchers: %w", err)
+	}
+	found := it.First()
+	if err := it.Close(); err != nil {
+		return false, fmt.Errorf("storage: look for vouchers: %w", err)
+	}
+	return found, nil
+}

@@ -58,6 +58,7 @@ func usage() {
       [--transfer-min EUR] [--transfer-max EUR] [--transfer-fee EUR]
       vouchers, the redemption guard (default 5 wrong codes in 24h bar for 24h) and transfers;
       without --voucher-secret the demo secret DATA/voucher.key is used, created on first start
+      (only while the database holds no scratch card: a lost secret is never replaced)
   ocs config
       print the embedded demo configuration, a starting point for --config
   ocs vouchers generate --count N --value 5|10|20 --batch ID --expiry YYYY-MM-DD --out codes.csv
@@ -67,7 +68,8 @@ func usage() {
   ocs vouchers block (--serial S | --batch B) [--data DIR]
       block a card or a whole batch offline (while serving, use the ops API)
   ocs check [--data DIR]
-      verify a stopped engine's database: journals add up to balances, ledger totals to
-      accounts, every scratch card to its credit; exit status 1 and the first violation if not
+      verify a stopped engine's database (or a backup), read-only: journals add up to balances,
+      ledger totals to accounts, every scratch card, transfer and *101# payment to its journal
+      legs; exit status 1 and the first violation if not
 `)
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/csv"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -107,27 +106,6 @@ func TestVoucherSecretCreatedByGenerate(t *testing.T) {
 	s.stop()
 }
 
-// holdsVouchers reads storage's key layout directly: it must see a card
-// the real generator wrote, and nothing in a database without cards.
-func TestHoldsVouchers(t *testing.T) {
-	log := discardLog()
-	dir := filepath.Join(t.TempDir(), "data")
-	found, err := holdsVouchers(dir, log)
-	require.NoError(t, err)
-	require.False(t, found, "no directory")
-
-	startServer(t, dir).stop() // a database with accounts' meta records, no card
-	found, err = holdsVouchers(dir, log)
-	require.NoError(t, err)
-	require.False(t, found, "a database without cards")
-
-	out, code := generateDefault(t, dir, 4_000_000_000) // far from the small numbers a probe could try
-	require.Zero(t, code, out)
-	found, err = holdsVouchers(dir, log)
-	require.NoError(t, err)
-	require.True(t, found, "the generated batch")
-}
-
 // readCards reads the codes of a generated batch's CSV.
 func readCards(t *testing.T, path string) []card {
 	t.Helper()
@@ -142,5 +120,3 @@ func readCards(t *testing.T, path string) []card {
 	}
 	return cards
 }
-
-func discardLog() *slog.Logger { return slog.New(slog.DiscardHandler) }

@@ -137,18 +137,18 @@ func serve(args []string) error {
 	cfg.Channels[charging.ChannelTransfer] = f.transfer.ChannelPolicy()
 	started := time.Now()
 	fresh := isFresh(f.data)
-	// Before the store is opened: a missing demo secret is replaced only in
-	// a database without scratch cards, which voucherSecret reads itself.
-	secret, err := voucherSecret(f.voucherSecret, "--voucher-secret", f.data, log)
-	if err != nil {
-		return err
-	}
-
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	store, err := storage.Open(f.data, storage.Options{Logger: log, Registerer: reg})
 	if err != nil {
 		return fmt.Errorf("open %s: %w", f.data, err)
+	}
+	// A missing demo secret is replaced only in a database without
+	// scratch cards (voucherSecret).
+	secret, err := voucherSecret(f.voucherSecret, "--voucher-secret", f.data, store, log)
+	if err != nil {
+		_ = store.Close()
+		return err
 	}
 	reg.MustRegister(storage.NewCollector(store))
 	if err := bootstrapKey(store, fresh, log); err != nil {

@@ -12,8 +12,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/cockroachdb/pebble/v2"
-
 	"github.com/ocs-engine/ocs/charging"
 	"github.com/ocs-engine/ocs/storage"
 	"github.com/schollz/progressbar/v3"
@@ -77,7 +75,7 @@ func readSecret(path string) ([]byte, error) {
 // mistyped --data leaves, so voucherSecret refuses then and says what to do.
 // Call it before the database is opened: it may open the database itself,
 // read-only, to look for cards.
-func voucherSecret(path, flagName, dataDir string, log *slog.Logger) ([]byte, error) {
+func voucherSecret(path, flagName, dataDir string, store *storage.Store, log *slog.Logger) ([]byte, error) {
 	if path != "" {
 		b, err := readSecret(path)
 		switch {
@@ -95,7 +93,7 @@ func voucherSecret(path, flagName, dataDir string, log *slog.Logger) ([]byte, er
 	if err == nil || !errors.Is(err, fs.ErrNotExist) {
 		return b, err
 	}
-	cards, err := holdsVouchers(dataDir, log)
+	cards, err := store.HoldsVouchers()
 	if err != nil {
 		return nil, fmt.Errorf("voucher secret %s is missing, and looking for scratch cards in %s failed: %w", path, dataDir, err)
 	}
@@ -106,7 +104,7 @@ func voucherSecret(path, flagName, dataDir string, log *slog.Logger) ([]byte, er
 			"(a database restored from a backup never holds the secret)",
 			errSecretLost, path, dataDir, path, flagName)
 	}
-	return createSecret(path, dataDir, log)
+	return createSecret(path, log)
 }
 
 // errSecretLost is voucherSecret's refusal to replace the secret of a
@@ -114,15 +112,11 @@ func voucherSecret(path, flagName, dataDir string, log *slog.Logger) ([]byte, er
 var errSecretLost = errors.New("voucher secret lost")
 
 // createSecret writes a new demo secret (32 random bytes, mode 0600) to
-// path, which must not exist, in dataDir, created if needed (the database
-// is opened after the secret is read).
-func createSecret(path, dataDir string, log *slog.Logger) ([]byte, error) {
+// path, which must not exist, in the data directory (the open store's).
+func createSecret(path string, log *slog.Logger) ([]byte, error) {
 	b := make([]byte, 32)
 	if _, err := rand.Read(b); err != nil {
 		return nil, err
-	}
-	if err := os.MkdirAll(dataDir, 0o750); err != nil {
-		return nil, fmt.Errorf("voucher secret: %w", err)
 	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
@@ -143,52 +137,6 @@ func createSecret(path, dataDir string, log *slog.Logger) ([]byte, error) {
 		"file", path)
 	return b, nil
 }
-
-// voucherTables are the first bytes of the keys of scratch cards (0x10)
-// and of their batch records (0x11) in storage/voucher.go (tagVoucher,
-// tagVoucherBatch): both are looked for, since a generation that crashed
-// leaves cards without their batch record. storage has no call that says
-// whether any card or batch exists (Vouchers.Batch needs the batch number),
-// so this reads the key layout directly, read-only;
-// TestHoldsVouchers breaks if the layout moves. It goes when
-// storage exports such a call.
-var voucherTables = [2]byte{0x10, 0x11 + 1}
-
-// holdsVouchers reports whether the database in dir holds any scratch card
-// or batch record. A directory with no database holds none. The database
-// is opened read-only (its write-ahead log replayed in memory) and closed:
-// the caller opens it for real afterwards, as one process may not hold it
-// twice.
-func holdsVouchers(dir string, log *slog.Logger) (bool, error) {
-	if isFresh(dir) {
-		return false, nil
-	}
-	db, err := pebble.Open(dir, &pebble.Options{ReadOnly: true, ErrorIfNotExists: true, Logger: quietPebble{log}})
-	if err != nil {
-		return false, err
-	}
-	it, err := db.NewIter(&pebble.IterOptions{LowerBound: voucherTables[:1], UpperBound: voucherTables[1:]})
-	if err != nil {
-		_ = db.Close()
-		return false, err
-	}
-	found := it.First()
-	err = it.Close()
-	if cerr := db.Close(); err == nil {
-		err = cerr
-	}
-	return found, err
-}
-
-// quietPebble drops Pebble's informational lines of the look-up (a
-// replayed log, say) and logs its errors.
-type quietPebble struct{ log *slog.Logger }
-
-func (quietPebble) Infof(string, ...any) {}
-func (q quietPebble) Errorf(format string, args ...any) {
-	q.log.Error("pebble: " + fmt.Sprintf(format, args...))
-}
-func (quietPebble) Fatalf(format string, args ...any) { panic(fmt.Sprintf(format, args...)) }
 
 func vouchers(args []string) error {
 	if len(args) == 0 {
@@ -229,7 +177,12 @@ func vouchersGenerate(args []string) error {
 		return errors.New("--out is required")
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	secret, err := voucherSecret(*secretFile, "--secret-file", *data, log)
+	store, err := storage.Open(*data, storage.Options{})
+	if err != nil {
+		return fmt.Errorf("open %s: %w", *data, err)
+	}
+	defer store.Close()
+	secret, err := voucherSecret(*secretFile, "--secret-file", *data, store, log)
 	if err != nil {
 		return err
 	}
@@ -237,12 +190,6 @@ func vouchersGenerate(args []string) error {
 	if err != nil {
 		return err
 	}
-	store, err := storage.Open(*data, storage.Options{})
-	if err != nil {
-		_ = csv.Close()
-		return fmt.Errorf("open %s: %w", *data, err)
-	}
-	defer store.Close()
 	v, err := storage.NewVouchers(store, [][]byte{secret}, charging.DefaultGuardPolicy())
 	if err != nil {
 		_ = csv.Close()
