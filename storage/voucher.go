@@ -123,6 +123,11 @@ const VoucherListMax = 10_000
 // Errors of the voucher store.
 var (
 	ErrVoucherSecret      = errors.New("storage: voucher secret must be at least 32 bytes")
+	// ErrVoucherSecretUnknown is returned by NewVouchers when the database
+	// records the secrets its cards were generated under and none of the
+	// given ones is among them: a wrong file, under which no card could be
+	// found, every redemption answered "wrong code".
+	ErrVoucherSecretUnknown = errors.New("storage: the voucher secret is none of those this database's cards were generated under")
 	ErrVoucherBatchExists = errors.New("storage: voucher batch already exists")
 	ErrVoucherNotFound    = errors.New("storage: no voucher has this serial or hash")
 	ErrVoucherNotPending  = errors.New("storage: voucher has no pending credit")
@@ -222,7 +227,21 @@ type Vouchers struct {
 // callers with guards live in it, and a second one on the same Store would
 // not see the first's.
 func NewVouchers(s *Store, secrets [][]byte, guard charging.GuardPolicy) (*Vouchers, error) {
-	return newVouchers(s.db, secrets, guard)
+	v, err := newVouchers(s.db, secrets, guard)
+	if err == nil {
+		err = v.checkSecrets()
+	}
+	if err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// NewVoucherBlocker returns a voucher store for Block and BlockBatch only,
+// which read no code and so need no secret: `ocs vouchers block` offline.
+// It finds no card by its code.
+func NewVoucherBlocker(s *Store) (*Vouchers, error) {
+	return newVouchers(s.db, [][]byte{make([]byte, VoucherSecretBytesMin)}, charging.DefaultGuardPolicy())
 }
 
 func newVouchers(db *pebble.DB, secrets [][]byte, guard charging.GuardPolicy) (*Vouchers, error) {
@@ -243,6 +262,56 @@ func newVouchers(db *pebble.DB, secrets [][]byte, guard charging.GuardPolicy) (*
 		return nil, err
 	}
 	return v, nil
+}
+
+// Secret fingerprints. Generate records the fingerprint of the secret it
+// hashes a batch under (meta "voucherSecret/" + 8 bytes), so that a wrong
+// secret file is refused at start instead of making every card a "wrong
+// code". The fingerprint is an HMAC under the secret of a fixed text: it
+// tells whether a candidate secret is the one, never what it is (a secret
+// is 32 random bytes or more, beyond any search). Databases whose cards
+// were generated before fingerprints have none, and are not checked until
+// their next batch.
+const metaVoucherSecret = "voucherSecret/"
+
+func secretFingerprint(secret []byte) [8]byte {
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte("ocs voucher secret fingerprint v1"))
+	var f [8]byte
+	copy(f[:], m.Sum(nil))
+	return f
+}
+
+func voucherSecretKey(secret []byte) []byte {
+	f := secretFingerprint(secret)
+	return append(appendMetaKey(nil, metaVoucherSecret), f[:]...)
+}
+
+// checkSecrets refuses secrets of which none generated a recorded batch.
+// A recorded secret missing from the list is allowed: rotation drops an
+// old secret once its batches have expired.
+func (v *Vouchers) checkSecrets() error {
+	prefix := appendMetaKey(nil, metaVoucherSecret)
+	upper := append(appendMetaKey(nil, "voucherSecret"), '/'+1) // just past the prefix
+	it, err := v.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: upper})
+	if err != nil {
+		return fmt.Errorf("storage: read voucher secret fingerprints: %w", err)
+	}
+	recorded := 0
+	known := false
+	for ok := it.First(); ok; ok = it.Next() {
+		recorded++
+		for _, s := range v.secrets {
+			known = known || bytes.Equal(it.Key(), voucherSecretKey(s))
+		}
+	}
+	if err := it.Close(); err != nil {
+		return fmt.Errorf("storage: read voucher secret fingerprints: %w", err)
+	}
+	if recorded > 0 && !known {
+		return ErrVoucherSecretUnknown
+	}
+	return nil
 }
 
 // Hash returns the keyed hash of code under secret i (0: the current one).

@@ -100,6 +100,11 @@ func (v *Vouchers) Generate(opts GenerateOptions, csv io.Writer) (VoucherBatch, 
 		return batch, fmt.Errorf("storage: write voucher csv: %w", err)
 	}
 	expiry := opts.Expiry.UTC().Format(time.DateOnly)
+	// Before any card: a card is never on disk without the record of the
+	// secret it was hashed under (checkSecrets).
+	if err := v.db.Set(voucherSecretKey(v.secrets[0]), nil, pebble.Sync); err != nil {
+		return batch, fmt.Errorf("storage: record the voucher secret: %w", err)
+	}
 	if err := g.run(&batch, opts, out, expiry); err != nil {
 		return batch, err
 	}

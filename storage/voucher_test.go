@@ -792,3 +792,27 @@ func TestCheckCardsAgainstTheirCredits(t *testing.T) {
 		})
 	}
 }
+
+// A secret under which no batch of the database was generated is refused
+// at open (every card would be a "wrong code"); the one that generated a
+// batch is accepted, first or as an older secret of a rotation, and a
+// database without any batch takes any secret.
+func TestVoucherSecretMustBeOneThatGenerated(t *testing.T) {
+	fs := vfs.NewMem()
+	s, err := Open("", Options{FS: fs})
+	require.NoError(t, err)
+	defer s.Close()
+	_, err = NewVouchers(s, [][]byte{vchSecret(9)}, charging.DefaultGuardPolicy())
+	require.NoError(t, err, "no batch yet: any secret")
+
+	v, err := NewVouchers(s, [][]byte{vchSecret(7)}, charging.DefaultGuardPolicy())
+	require.NoError(t, err)
+	vchGenerate(t, v, 1, 3, nil)
+
+	_, err = NewVouchers(s, [][]byte{vchSecret(9)}, charging.DefaultGuardPolicy())
+	require.ErrorIs(t, err, ErrVoucherSecretUnknown)
+	_, err = NewVouchers(s, [][]byte{vchSecret(9), vchSecret(7)}, charging.DefaultGuardPolicy())
+	require.NoError(t, err, "the generating secret, kept for lookups after a rotation")
+	_, err = NewVouchers(s, [][]byte{vchSecret(7)}, charging.DefaultGuardPolicy())
+	require.NoError(t, err)
+}

@@ -83,6 +83,14 @@ func TestVoucherSecretNotReplaced(t *testing.T) {
 	require.NoFileExists(t, missing)
 	require.NoFileExists(t, key)
 
+	// A secret file that is not the one the cards were generated with (a
+	// wrong backup, another installation's) is refused: under it every
+	// card would be a "wrong code".
+	other := writeSecret(t)
+	out, code = runOCS(t, "serve", "--data", dir, "--listen", freePort(t), "--voucher-secret", other)
+	require.NotZero(t, code, out)
+	require.Contains(t, out, "the voucher secret is none of those this database's cards were generated under: is --voucher-secret the file")
+
 	// The secret put back: the engine starts again.
 	require.NoError(t, os.WriteFile(key, want, 0o600))
 	startServer(t, dir).stop()

@@ -246,6 +246,9 @@ type issue3 struct {
 func startFlows(f *serveFlags, secret []byte, store *storage.Store, engine *actors.Engine, reg prometheus.Registerer, log *slog.Logger) (issue3, error) {
 	var w issue3
 	v, err := storage.NewVouchers(store, [][]byte{secret}, f.guard)
+	if errors.Is(err, storage.ErrVoucherSecretUnknown) {
+		return w, fmt.Errorf("%w: is --voucher-secret the file the cards were generated with?", err)
+	}
 	if err != nil {
 		return w, err
 	}

@@ -233,8 +233,8 @@ func vouchersBlock(args []string) error {
 		return fmt.Errorf("open %s: %w", *data, err)
 	}
 	defer store.Close()
-	// Blocking reads no code: any secret of the right length will do.
-	v, err := storage.NewVouchers(store, [][]byte{make([]byte, storage.VoucherSecretBytesMin)}, charging.DefaultGuardPolicy())
+	v, err := storage.NewVoucherBlocker(store) // blocking reads no code
+
 	if err != nil {
 		return err
 	}
