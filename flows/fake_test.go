@@ -231,6 +231,9 @@ func (v *vouchers) Redeem(code charging.VoucherCode, caller, to charging.Subscri
 	r.Hash, r.Value = c.hash, rec.Value
 	if r.Result = charging.RedeemVoucher(&rec, false, to, now); r.Result != charging.VoucherOK {
 		c.lock.Unlock()
+		if r.Result == charging.VoucherAlreadyUsed {
+			r.UsedBy, r.UsedAt, r.CreditSeq = rec.UsedBy, rec.UsedAt, rec.CreditSeq
+		}
 		return r, nil
 	}
 	r.Credit = charging.Command{Kind: charging.KindTopUp, Channel: charging.ChannelVoucher, Key: "V/" + string(rune('a'+c.hash[0])),
@@ -314,26 +317,62 @@ func (v *vouchers) card(code charging.VoucherCode) card {
 	return *v.cards[code]
 }
 
-// fixed is an in-memory Fixed: payments only, no month rule and no
-// accounts (every account exists and takes every package).
+// fixed is an in-memory Fixed: payments only, no accounts (every account
+// exists and takes every package), and the month rule only when monthly.
 type fixed struct {
 	mu      sync.Mutex
 	next    uint64
 	m       map[uint64]*Payment
 	applied map[uint64]int // ApplyPayment calls that moved the account
+	// monthly enforces the once-a-month rule with a month marker per
+	// caller, as storage does: months names the caller's last payment not
+	// cancelled.
+	monthly bool
+	months  map[charging.SubscriberID]uint64
+	// engine answers DebitSeq in MonthPayment from its idempotency
+	// records, as cmd/ocs reads the caller's request record.
+	engine *engine
 }
 
-func newFixed() *fixed { return &fixed{m: map[uint64]*Payment{}, applied: map[uint64]int{}} }
+func newFixed() *fixed {
+	return &fixed{m: map[uint64]*Payment{}, applied: map[uint64]int{}, months: map[charging.SubscriberID]uint64{}}
+}
 
 func (x *fixed) BeginPayment(caller charging.SubscriberID, account string, pkg charging.PackageID, cat *charging.Catalogue,
 	fee charging.Amount, now time.Time) (Payment, charging.FixedResult, error) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	if id, ok := x.months[caller]; x.monthly && ok && !charging.MayPayByUSSD(charging.MonthOf(time.Unix(x.m[id].Created, 0)), now) {
+		return Payment{}, charging.FixedAlreadyPaidMonth, nil
+	}
 	x.next++
 	p := &Payment{ID: x.next, Caller: caller, Account: account, Package: pkg, Price: cat[pkg].Price, Fee: fee,
-		Key: "P/" + strconv.FormatUint(x.next, 10), Pending: true}
+		Key: "P/" + strconv.FormatUint(x.next, 10), Pending: true, Created: now.Unix()}
 	x.m[p.ID] = p
+	x.months[caller] = p.ID
 	return *p, charging.FixedOK, nil
+}
+
+// MonthPayment implements MonthPayments as storage and cmd/ocs do: the
+// payment the caller's marker names, with its debit's Seq from the
+// caller's request record.
+func (x *fixed) MonthPayment(caller charging.SubscriberID) (Payment, bool, error) {
+	x.mu.Lock()
+	id, ok := x.months[caller]
+	var p Payment
+	if ok {
+		p = *x.m[id]
+	}
+	x.mu.Unlock()
+	if !ok {
+		return p, false, nil
+	}
+	x.engine.mu.Lock()
+	defer x.engine.mu.Unlock()
+	if out, done := x.engine.records[caller.String()+"|"+p.Key]; done {
+		p.DebitSeq = out.Seq
+	}
+	return p, true, nil
 }
 
 var errPaymentState = errors.New("fake fixed: payment is not pending")
@@ -348,9 +387,9 @@ func (x *fixed) ApplyPayment(id uint64, cat *charging.Catalogue, now time.Time) 
 	case !p.Pending:
 		return *p, charging.FixedAccount{}, errPaymentState
 	}
-	p.Pending = false
+	p.Pending, p.Applied, p.PaidUntil = false, true, now.AddDate(0, 1, 0).Unix()
 	x.applied[id]++
-	return *p, charging.FixedAccount{PaidUntil: now.AddDate(0, 1, 0).Unix()}, nil
+	return *p, charging.FixedAccount{PaidUntil: p.PaidUntil}, nil
 }
 
 func (x *fixed) CancelPayment(id uint64) error {
@@ -361,6 +400,9 @@ func (x *fixed) CancelPayment(id uint64) error {
 		return errPaymentState
 	}
 	p.Pending = false
+	if x.months[p.Caller] == id {
+		delete(x.months, p.Caller)
+	}
 	return nil
 }
 

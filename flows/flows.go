@@ -25,6 +25,14 @@ type Redemption struct {
 	Value       charging.Amount
 	Beneficiary charging.SubscriberID
 	BarredUntil int64 // Unix seconds, with VoucherBarred
+	// UsedBy, UsedAt (Unix seconds) and CreditSeq are a used card's use,
+	// set with VoucherAlreadyUsed (storage's Redemption fields of the same
+	// names; CreditSeq 0: a pending marker of an older build). Redeem
+	// answers a retry of a redemption that succeeded from them
+	// (RetryAnswerMax); zero, the retry is told "card used".
+	UsedBy    charging.SubscriberID
+	UsedAt    int64
+	CreditSeq uint64
 	// Credit is the top-up that credits the card (storage's
 	// Redemption.Command(): key "V/<hash>"). A live redemption's carries
 	// the card (Command.Card), which becomes used in the credit's batch.
@@ -72,6 +80,16 @@ type Payment struct {
 	Fee     charging.Amount
 	Key     string // the request key of the caller's debit ("P/<id>")
 	Pending bool   // neither applied nor cancelled
+	// Set by MonthPayments.MonthPayment (the others may leave them zero):
+	// Applied says the fixed account was extended, Created (Unix seconds)
+	// is when the payment began, PaidUntil is the account's paid-until
+	// right after it was applied (storage.FixedPayment's fields), and
+	// DebitSeq is the journal Seq of the caller's debit (its request
+	// record under Key; 0 if unknown).
+	Applied   bool
+	Created   int64
+	PaidUntil int64
+	DebitSeq  uint64
 }
 
 // Fixed is the fixed-account store (storage.Fixed).
@@ -83,6 +101,17 @@ type Fixed interface {
 	// PendingPayments lists up to limit pending payments whose ID is
 	// above after (0: from the first), by ID.
 	PendingPayments(after uint64, limit int) ([]Payment, error)
+}
+
+// MonthPayments is what PayPackage needs, beyond Fixed, to answer a retry
+// of a payment that succeeded as that success rather than "already paid
+// this month": the payment a caller's month marker names
+// (storage.Fixed.MonthPayment, with DebitSeq from the caller's request
+// record under the payment's Key: storage.Store.LookupRequest; found
+// false without a marker). A Fixed that does not implement it keeps the
+// refusal. Kept apart from Fixed so that a Fixed without it still wires.
+type MonthPayments interface {
+	MonthPayment(caller charging.SubscriberID) (p Payment, found bool, err error)
 }
 
 // Failpoint names, for Config.Failpoint: tests crash the process there.
@@ -188,6 +217,21 @@ const (
 	// within a USSD gateway's 10 s.
 	legRetriesMax = 5
 	legRetryWait  = 20 * time.Millisecond
+	// RetryAnswerMax is how recent a card's use or a *101# payment must
+	// be for a repeat of the same request to be told the success it was,
+	// instead of "card used" or "already paid this month". Neither request
+	// carries a key: the USSD handler answers a gateway retry from its
+	// session table, which forgets a session idle for SessionIdleMax
+	// (3 min), evicts under load (100,000 sessions) and starts empty after
+	// a restart. 10 min covers that idle time, an engine restart (Recover)
+	// and a gateway's or a subscriber's repeat after a lost answer, with
+	// room. Longer, a new dial of an old card by the subscriber it
+	// credited would be told a top-up happened now, which it did not: past
+	// the window, a repeat is a new attempt and "card used" is the truth.
+	// Measured with Config.Now on both sides (a card's UsedAt and a
+	// payment's Created are the flows' clock at the first request); a
+	// clock stepped back counts the same distance.
+	RetryAnswerMax = 10 * time.Minute
 	// listPageMax is the page size of the listings of open records
 	// (Recover, Redrive): one page is read into memory at once, and the
 	// stores cap a page at 10,000.
@@ -301,7 +345,14 @@ func (f *Flows) Redeem(caller, beneficiary charging.SubscriberID, code charging.
 	}
 	res.Voucher, res.BarredUntil, res.Amount = r.Result, r.BarredUntil, r.Value
 	if r.Result != charging.VoucherOK {
+		// Counted as the store decided (voucher_used for a retry told its
+		// success below): "ok" counts credits made, each once.
 		f.metrics.redeemed(&res, nil)
+		if r.Result == charging.VoucherAlreadyUsed && r.UsedBy == beneficiary && r.CreditSeq != 0 && recent(r.UsedAt, f.now()) {
+			if err := f.answerRedeemed(&r, caller, &res); err != nil {
+				return res, fmt.Errorf("flows: redeem: %w", err)
+			}
+		}
 		return res, nil
 	}
 	if r.Release != nil {
@@ -315,6 +366,32 @@ func (f *Flows) Redeem(caller, beneficiary charging.SubscriberID, code charging.
 	res.Account, res.Outcome, res.ByReceiver = out.Result, out, beneficiary != caller
 	f.metrics.redeemed(&res, nil)
 	return res, nil
+}
+
+// recent reports whether unix (seconds, the flows' clock at an earlier
+// request) is within RetryAnswerMax of now, either way.
+func recent(unix int64, now time.Time) bool {
+	d := now.Sub(time.Unix(unix, 0))
+	return d <= RetryAnswerMax && d >= -RetryAnswerMax
+}
+
+// answerRedeemed answers a dial of a card that this very beneficiary's
+// credit used within RetryAnswerMax: a retry of a redemption that
+// succeeded (its answer lost, its USSD session forgotten), told the
+// success it was, with the credit's transaction ID (the journal Seq the
+// card records). Nothing runs but an inquiry: no write, no guard failure.
+// The balance and validity shown are the beneficiary's now, not right
+// after the credit (the credit's outcome is not kept with the card);
+// minutes later they differ only by what was spent meanwhile. If the
+// beneficiary has no account any more, res stays "card used".
+func (f *Flows) answerRedeemed(r *Redemption, caller charging.SubscriberID, res *Result) error {
+	out, err := f.cfg.Engine.Execute(&charging.Command{Kind: charging.KindInquire, Subscriber: r.Beneficiary})
+	if err != nil || out.Result != charging.ResultOK {
+		return err
+	}
+	out.Seq, out.Replayed = r.CreditSeq, true
+	res.Voucher, res.Account, res.Outcome, res.ByReceiver = charging.VoucherOK, charging.ResultOK, out, r.Beneficiary != caller
+	return nil
 }
 
 // finishMarker finishes a pending marker of an older build (Recover, the
@@ -535,7 +612,14 @@ func (f *Flows) PayPackage(caller charging.SubscriberID, pkg charging.PackageID,
 	p, fr, err := f.cfg.Fixed.BeginPayment(caller, account, pkg, &f.cfg.Catalogue, f.cfg.PaymentFee, f.now())
 	res.Fixed = fr
 	if err != nil || fr != charging.FixedOK {
+		// Counted as the store decided (already_paid_month for a retry
+		// told its success below): "ok" counts payments made, each once.
 		f.metrics.paid(&res, err)
+		if err == nil && fr == charging.FixedAlreadyPaidMonth {
+			if err := f.answerPaid(caller, pkg, account, &res); err != nil {
+				return res, fmt.Errorf("flows: pay package: %w", err)
+			}
+		}
 		return res, err
 	}
 	k := paymentKey(p.ID)
@@ -548,6 +632,41 @@ func (f *Flows) PayPackage(caller charging.SubscriberID, pkg charging.PackageID,
 	f.records.release(k, true)
 	f.metrics.paid(&res, err)
 	return res, inProgress(err)
+}
+
+// answerPaid answers a *101# payment refused "already paid this month"
+// whose month marker names an applied payment of the same caller, fixed
+// account and package begun within RetryAnswerMax: a retry of a payment
+// that succeeded, told the success it was, with its debit's transaction
+// ID and the account's paid-until as that payment left it. The window
+// runs from the payment's start (the record keeps no time of applying it;
+// a live payment is applied within a second, and one the re-driver
+// finished later gets a shorter window, falling back to the refusal).
+// Nothing runs but an inquiry; the balance shown is the caller's now, not
+// right after the debit. Anything else keeps the refusal in res.
+func (f *Flows) answerPaid(caller charging.SubscriberID, pkg charging.PackageID, account string, res *Result) error {
+	mp, ok := f.cfg.Fixed.(MonthPayments)
+	if !ok {
+		return nil
+	}
+	p, found, err := mp.MonthPayment(caller)
+	if err != nil {
+		return err
+	}
+	if !found || !p.Applied || p.DebitSeq == 0 || p.Caller != caller || p.Account != account || p.Package != pkg ||
+		!recent(p.Created, f.now()) {
+		return nil
+	}
+	out, err := f.cfg.Engine.Execute(&charging.Command{Kind: charging.KindInquire, Subscriber: caller})
+	if err != nil || out.Result != charging.ResultOK {
+		return err
+	}
+	out.Seq, out.Replayed = p.DebitSeq, true
+	res.Fixed, res.Account, res.Outcome, res.Ref, res.Amount = charging.FixedOK, charging.ResultOK, out, p.ID, p.Price
+	if pk, ok := f.cfg.Catalogue.Lookup(p.Package); ok && !pk.Credit {
+		res.PaidUntil = p.PaidUntil
+	}
+	return nil
 }
 
 // drivePayment is steps 2–3 of the *101# protocol; recovery calls it too.

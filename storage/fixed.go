@@ -205,6 +205,33 @@ func (f *Fixed) BeginPayment(caller charging.SubscriberID, account string, pkg c
 	return p, charging.FixedOK, nil
 }
 
+// MonthPayment returns the payment caller's month marker names: the
+// caller's last *101# payment that was begun and not cancelled (found is
+// false without a marker). Read-only, without the caller's lock: it is one
+// read of the marker and one of the payment, for flows to recognise a
+// retry of a payment that succeeded (the marker then refuses it as
+// "already paid this month"). The debit's journal Seq is not in the
+// payment record: it is the caller's request record under DebitKey()
+// (Store.LookupRequest), kept far longer than a retry takes.
+func (f *Fixed) MonthPayment(caller charging.SubscriberID) (FixedPayment, bool, error) {
+	v, found, err := getCopy(f.db, monthKey(caller))
+	if err != nil {
+		return FixedPayment{}, false, fmt.Errorf("storage: read payment month: %w", err)
+	}
+	if !found {
+		return FixedPayment{}, false, nil
+	}
+	_, id, err := decodeFixedMonth(v)
+	if err != nil {
+		return FixedPayment{}, false, err
+	}
+	p, err := f.Payment(id)
+	if errors.Is(err, ErrPaymentNotFound) {
+		return p, false, fmt.Errorf("%w: month marker of %d names payment %d, which does not exist", ErrCorrupt, caller, id)
+	}
+	return p, err == nil, err
+}
+
 // Payment returns payment id.
 func (f *Fixed) Payment(id uint64) (FixedPayment, error) {
 	v, found, err := getCopy(f.db, idKey(tagFixedPayment, id))

@@ -122,15 +122,15 @@ const VoucherListMax = 10_000
 
 // Errors of the voucher store.
 var (
-	ErrVoucherSecret      = errors.New("storage: voucher secret must be at least 32 bytes")
+	ErrVoucherSecret = errors.New("storage: voucher secret must be at least 32 bytes")
 	// ErrVoucherSecretUnknown is returned by NewVouchers when the database
 	// records the secrets its cards were generated under and none of the
 	// given ones is among them: a wrong file, under which no card could be
 	// found, every redemption answered "wrong code".
 	ErrVoucherSecretUnknown = errors.New("storage: the voucher secret is none of those this database's cards were generated under")
-	ErrVoucherBatchExists = errors.New("storage: voucher batch already exists")
-	ErrVoucherNotFound    = errors.New("storage: no voucher has this serial or hash")
-	ErrVoucherNotPending  = errors.New("storage: voucher has no pending credit")
+	ErrVoucherBatchExists   = errors.New("storage: voucher batch already exists")
+	ErrVoucherNotFound      = errors.New("storage: no voucher has this serial or hash")
+	ErrVoucherNotPending    = errors.New("storage: voucher has no pending credit")
 )
 
 // VoucherHash is the keyed hash of a code: the voucher's identity in storage.
@@ -156,6 +156,15 @@ type Redemption struct {
 	// BarredUntil is set with VoucherBarred (Unix seconds), and when this
 	// very failure barred the caller.
 	BarredUntil int64
+	// UsedBy, UsedAt (Unix seconds) and CreditSeq are the card's use as
+	// its record holds it, set with VoucherAlreadyUsed only (CreditSeq 0:
+	// a pending marker of an older build). Read-only: they let flows tell
+	// a retry of a redemption that succeeded (same beneficiary, moments
+	// ago) from a second use of the card, and answer it with the credit's
+	// transaction ID.
+	UsedBy    charging.SubscriberID
+	UsedAt    int64
+	CreditSeq uint64
 	// card is the card as its credit leaves it, and unlock releases its
 	// stripe: set by a VoucherOK Redeem, nil on a pending marker's
 	// Redemption (Pending), whose card is already marked.
@@ -485,6 +494,12 @@ func (v *Vouchers) Redeem(code charging.VoucherCode, caller, beneficiary chargin
 	}
 	if r.Result = charging.RedeemVoucher(&rec, blocked, beneficiary, now); r.Result != charging.VoucherOK {
 		unlock()
+		if r.Result == charging.VoucherAlreadyUsed {
+			// A refusal leaves rec as read: its use, for the caller to
+			// recognise a retry. Still no guard failure: a used card is
+			// a real card, not a guess.
+			r.UsedBy, r.UsedAt, r.CreditSeq = rec.UsedBy, rec.UsedAt, rec.CreditSeq
+		}
 		return r, nil
 	}
 	r.card, r.unlock = &charging.CardUse{Hash: h, Card: rec}, unlock
