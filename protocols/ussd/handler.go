@@ -18,9 +18,15 @@ import (
 // could not answer, and the subscriber is told to retry.
 //
 // A gateway retry of a request the handler answered is answered again from
-// its session table; past that, each intent is idempotent by what it
-// writes: a card is used once, a package paid once a month, and a
-// transfer is keyed by its gateway request.
+// its session table; past that (the session expired or was evicted, the
+// engine restarted), each intent is idempotent by what it writes: a card
+// is used once, a package paid once a month, and a transfer is keyed by
+// its gateway request. Redeem and PayPackage carry no key, so the engine
+// recognises the repeat by its record instead: a card used by a credit to
+// the same beneficiary, or this month's payment of the same account and
+// package, within the last few minutes (flows.RetryAnswerMax), is answered
+// as the success it was, with the same transaction ID and the balance
+// now, rather than "card used" or "already paid this month".
 type Engine interface {
 	// Redeem redeems a scratch card dialled by caller for beneficiary
 	// (storage.Vouchers.Redeem, then the credit that uses the card in its
