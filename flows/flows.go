@@ -332,7 +332,9 @@ func (f *Flows) Inquire(id charging.SubscriberID) (Result, error) {
 // protocol"), so there is no half-way state: a refused credit (no such
 // beneficiary, balance limit, overload) leaves the card active, and an
 // engine error leaves the card used with its credit or neither, so
-// repeating the redemption is always safe.
+// repeating the redemption is always safe. A repeat after a success is
+// told that success (answerRedeemed) when it names the beneficiary the
+// card credited within RetryAnswerMax; otherwise "card used".
 func (f *Flows) Redeem(caller, beneficiary charging.SubscriberID, code charging.VoucherCode) (Result, error) {
 	res := Result{Subscriber: beneficiary}
 	if f.cfg.Vouchers == nil {
@@ -603,7 +605,9 @@ func (f *Flows) driveTransfer(tr charging.Transfer, res *Result, d drive) error 
 }
 
 // PayPackage pays package pkg of fixed account from caller's mobile credit:
-// price + fee, at most once per calendar month per caller.
+// price + fee, at most once per calendar month per caller. A repeat of a
+// payment that succeeded within RetryAnswerMax, for the same account and
+// package, is told that success (answerPaid), not "already paid".
 func (f *Flows) PayPackage(caller charging.SubscriberID, pkg charging.PackageID, account string) (Result, error) {
 	res := Result{Subscriber: caller}
 	if f.cfg.Fixed == nil {
@@ -612,7 +616,7 @@ func (f *Flows) PayPackage(caller charging.SubscriberID, pkg charging.PackageID,
 	p, fr, err := f.cfg.Fixed.BeginPayment(caller, account, pkg, &f.cfg.Catalogue, f.cfg.PaymentFee, f.now())
 	res.Fixed = fr
 	if err != nil || fr != charging.FixedOK {
-		// Counted as the store decided (already_paid_month for a retry
+		// Counted as the store decided (already_paid_this_month for a retry
 		// told its success below): "ok" counts payments made, each once.
 		f.metrics.paid(&res, err)
 		if err == nil && fr == charging.FixedAlreadyPaidMonth {
