@@ -552,3 +552,41 @@ func benchRedeemHTTP(b *testing.B, conns int) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "redemptions/s")
 	b.ReportMetric(float64(latency.ValueAtQuantile(99))/1000, "p99-ms")
 }
+
+// A gateway's retry (or the subscriber's redial) after the engine lost the
+// USSD session, here by a restart, is told the truth: the card it redeemed
+// and the package it paid, with the first answer's transaction ID, not
+// "card used" or "already paid". Nothing moves a second time.
+func TestUSSDRetryAfterRestartIsToldTheTruth(t *testing.T) {
+	dir, secret := t.TempDir(), writeSecret(t)
+	cards := generate(t, dir, secret, 1, 1, 5)
+	s := startServerWith(t, dir, nil, "--voucher-secret", secret)
+	net := s.issueKey("network")
+	const a = "044100001"
+	s.provisionSub(a, "50")
+	code, err := s.call("PUT", "/v1/fixed-accounts/arber", testOpsKey, "", map[string]any{"kind": "internet", "package": 3}, nil)
+	require.NoError(t, err)
+	require.Equal(t, 201, code)
+	card := s.last(net, a, redeem(cards[0].code))
+	require.Contains(t, card, "END Mbushja u krye: +5.00 EUR")
+	paid := s.last(net, a, "*101#", "1", "3", "arber", "1")
+	require.Contains(t, paid, "END Pagesa u krye: Internet Pako 1, 15.00 EUR")
+	txID := func(screen string) string {
+		_, id, ok := strings.Cut(screen, "ID e transaksionit: ")
+		require.True(t, ok, screen)
+		return id
+	}
+	balance := s.subscriber(a).Balance
+	entries := len(s.history(a).Transactions)
+	s.stop()
+
+	s = startServerWith(t, dir, nil, "--voucher-secret", secret)
+	again := s.last(net, a, redeem(cards[0].code))
+	require.Contains(t, again, "END Mbushja u krye: +5.00 EUR", "the card's own success, not 'used'")
+	require.Equal(t, txID(card), txID(again))
+	again = s.last(net, a, "*101#", "1", "3", "arber", "1")
+	require.Contains(t, again, "END Pagesa u krye: Internet Pako 1, 15.00 EUR", "the payment's own success, not 'already paid'")
+	require.Equal(t, txID(paid), txID(again))
+	require.Equal(t, balance, s.subscriber(a).Balance, "nothing moved again")
+	require.Len(t, s.history(a).Transactions, entries)
+}

@@ -261,7 +261,7 @@ func startFlows(f *serveFlags, secret []byte, store *storage.Store, engine *acto
 		return w, err
 	}
 	w.catalogue = charging.DemoCatalogue()
-	fl := flows.New(flows.Config{Engine: engine, Vouchers: flowVouchers{v}, Transfers: t, Fixed: flowFixed{fx},
+	fl := flows.New(flows.Config{Engine: engine, Vouchers: flowVouchers{v}, Transfers: t, Fixed: flowFixed{fx, store},
 		Rules: f.transfer, Catalogue: w.catalogue, PaymentFee: charging.USSDPaymentFee, Logger: log, Registerer: reg,
 		Failpoint: failpoint(log)})
 	n, err := fl.Recover()

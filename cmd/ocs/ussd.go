@@ -23,7 +23,7 @@ type flowVouchers struct{ v *storage.Vouchers }
 
 func redemptionOf(r *storage.Redemption) flows.Redemption {
 	return flows.Redemption{Result: r.Result, Hash: r.Hash, Value: r.Value, Beneficiary: r.Beneficiary,
-		BarredUntil: r.BarredUntil, Credit: r.Command()}
+		BarredUntil: r.BarredUntil, Credit: r.Command(), UsedBy: r.UsedBy, UsedAt: r.UsedAt, CreditSeq: r.CreditSeq}
 }
 
 func (a flowVouchers) Redeem(code charging.VoucherCode, caller, to charging.SubscriberID, now time.Time) (flows.Redemption, error) {
@@ -47,11 +47,35 @@ func (a flowVouchers) Pending(after *[32]byte, limit int) ([]flows.Redemption, e
 }
 
 // flowFixed adapts *storage.Fixed to flows.Fixed.
-type flowFixed struct{ f *storage.Fixed }
+// flowFixed adapts the fixed-account store; s reads the debit's request
+// record for MonthPayment.
+type flowFixed struct {
+	f *storage.Fixed
+	s *storage.Store
+}
 
 func paymentOf(p *storage.FixedPayment) flows.Payment {
 	return flows.Payment{ID: p.ID, Caller: p.Caller, Account: p.Account, Package: p.Package, Price: p.Price, Fee: p.Fee,
-		Key: p.DebitKey(), Pending: p.State == storage.PaymentPending}
+		Key: p.DebitKey(), Pending: p.State == storage.PaymentPending,
+		Applied: p.State == storage.PaymentApplied, Created: p.Created, PaidUntil: p.PaidUntil}
+}
+
+// MonthPayment returns the payment caller's month marker names, with its
+// debit's journal Seq (flows.MonthPayments: a retry told the truth).
+func (a flowFixed) MonthPayment(caller charging.SubscriberID) (flows.Payment, bool, error) {
+	p, found, err := a.f.MonthPayment(caller)
+	if err != nil || !found {
+		return flows.Payment{}, found, err
+	}
+	out := paymentOf(&p)
+	rec, ok, err := a.s.LookupRequest(caller, p.DebitKey())
+	if err != nil {
+		return out, true, err
+	}
+	if ok && rec.Outcome.Result == charging.ResultOK {
+		out.DebitSeq = rec.Outcome.Seq
+	}
+	return out, true, nil
 }
 
 func (a flowFixed) BeginPayment(caller charging.SubscriberID, account string, pkg charging.PackageID, cat *charging.Catalogue,

@@ -21,6 +21,9 @@
 // Menu is a pure translator: the position in a menu is entirely in the
 // request, so it keeps no state. The Handler keeps a bounded, expiring
 // session table only to bind a session to its caller and to answer a
-// gateway's retry of a finished request without running it again; the
-// request key given to the Engine makes a retry after eviction safe too.
+// gateway's retry of a finished request without running it again. After
+// eviction (or a restart) a retry runs again and moves no money twice: a
+// transfer's request key finds the transfer; a used card, or a month
+// already paid, refuses it, and the flows answer a retry of a recent
+// success with that success (flows.RetryAnswerMax).
 package ussd
