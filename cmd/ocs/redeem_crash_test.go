@@ -296,8 +296,10 @@ func (r *redeemRig) dialRedeem(s *server, key string, card int, a *redeemAttempt
 }
 
 // finalPass redeems, on the restarted server, every card never
-// acknowledged: a still active one must pay (the caller for itself), a
-// used one must be refused as used.
+// acknowledged: a still active one must pay (the caller for itself); a
+// used one (credited before a kill, its answer lost) must be refused as
+// used, or, dialled by the very subscriber it credited, be told that
+// credit (flows.RetryAnswerMax), never a new one.
 func (r *redeemRig) finalPass(s *server, key string) {
 	t := r.t
 	var todo []int
@@ -306,10 +308,12 @@ func (r *redeemRig) finalPass(s *server, key string) {
 			todo = append(todo, i)
 		}
 	}
-	states := make([]string, len(todo))
+	views := make([]redeemVoucherView, len(todo))
 	for j, i := range todo {
-		states[j] = s.voucherState(r.cards[i].serial)
-		require.Contains(t, []string{"active", "used"}, states[j], "card %s", r.cards[i].serial)
+		code, err := s.call("GET", "/v1/vouchers/"+r.cards[i].serial, testOpsKey, "", nil, &views[j])
+		require.NoError(t, err)
+		require.Equal(t, 200, code)
+		require.Contains(t, []string{"active", "used"}, views[j].State, "card %s", r.cards[i].serial)
 	}
 	final := make([]redeemAttempt, len(todo))
 	var next atomic.Int64
@@ -330,16 +334,21 @@ func (r *redeemRig) finalPass(s *server, key string) {
 	for j, i := range todo {
 		a := final[j]
 		require.True(t, a.answered, "card %s: no answer from a server under no load", r.cards[i].serial)
-		if states[j] == "active" {
+		switch v := views[j]; {
+		case v.State == "active":
 			require.True(t, a.acked, "card %s was active after the kills: its redemption must pay, got %q", r.cards[i].serial, a.answer)
 			redeemed++
-		} else {
+		case v.UsedBy == r.subs[a.beneficiary].e164:
+			require.True(t, a.acked, "card %s credited %s before a kill: its own dial is told that credit, got %q", r.cards[i].serial, v.UsedBy, a.answer)
+			require.Equal(t, v.TransactionID, a.txID, "card %s: the credit it made, not a new one", r.cards[i].serial)
+			refused++
+		default:
 			require.Equal(t, ansUsed, a.answer, "card %s was used (credited unacknowledged before a kill): a second redemption must be refused", r.cards[i].serial)
 			refused++
 		}
 		r.tasks = append(r.tasks, redeemTask{card: i, attempts: []redeemAttempt{a}})
 	}
-	t.Logf("final pass: %d active cards redeemed, %d used ones refused", redeemed, refused)
+	t.Logf("final pass: %d active cards redeemed, %d used ones refused or told their credit", redeemed, refused)
 }
 
 func (r *redeemRig) cardAcked(card int) bool {
@@ -466,18 +475,24 @@ func (r *redeemRig) check(s *server, when string) int {
 
 // checkAnswers: every acknowledged redemption's card is used by its
 // beneficiary with the credit the subscriber was told of, no card is
-// acknowledged twice, a card refused as used is used, and nothing else
-// was ever answered.
+// acknowledged with two credits, a card refused as used is used, and
+// nothing else was ever answered. A card may be acknowledged more than
+// once, always with its one credit: a repeat by the beneficiary it
+// credited, within flows.RetryAnswerMax, is told that success again (the
+// retry of an attempt a kill left unanswered, say).
 func (r *redeemRig) checkAnswers(when string, cards []redeemVoucherView) {
 	t := r.t
-	acks := make([]int, len(r.cards))
+	acks := make([]map[string]bool, len(r.cards)) // transaction IDs told, by card
 	for _, task := range r.tasks {
 		c, v := r.cards[task.card], cards[task.card]
 		for _, a := range task.attempts {
 			switch {
 			case !a.answered:
 			case a.acked:
-				acks[task.card]++
+				if acks[task.card] == nil {
+					acks[task.card] = map[string]bool{}
+				}
+				acks[task.card][a.txID] = true
 				require.Equal(t, "used", v.State, "%s: card %s was acknowledged (%q) but is %s", when, c.serial, a.answer, v.State)
 				require.Equal(t, r.subs[a.beneficiary].e164, v.UsedBy, "%s: card %s acknowledged for %s", when, c.serial, r.subs[a.beneficiary].e164)
 				require.Equal(t, a.txID, v.TransactionID, "%s: card %s: the transaction ID told", when, c.serial)
@@ -488,8 +503,8 @@ func (r *redeemRig) checkAnswers(when string, cards []redeemVoucherView) {
 			}
 		}
 	}
-	for i, n := range acks {
-		require.LessOrEqual(t, n, 1, "%s: card %s acknowledged %d times", when, r.cards[i].serial, n)
+	for i, ids := range acks {
+		require.LessOrEqual(t, len(ids), 1, "%s: card %s acknowledged with %d credits: %v", when, r.cards[i].serial, len(ids), ids)
 	}
 }
 
