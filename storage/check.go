@@ -230,41 +230,25 @@ func (c *checker) journal(jIt *pebble.Iterator, a *charging.Account) error {
 }
 
 func (c *checker) requests() error {
-	it, err := c.table(tagRequest)
-	if err != nil {
-		return err
-	}
-	defer it.Close()
-	for ok := it.First(); ok; ok = it.Next() {
-		if err := c.tick(); err != nil {
-			return err
-		}
-		_, id, key, ok := parseSubKey(it.Key())
+	return c.each(tagRequest, func(rk, rv []byte) error {
+		_, id, key, ok := parseSubKey(rk)
 		if !ok || len(key) == 0 || len(key) > charging.RequestKeyBytesMax {
-			return fmt.Errorf("%w: request key %x", ErrCorrupt, it.Key())
+			return fmt.Errorf("%w: request key %x", ErrCorrupt, rk)
 		}
-		if _, err := decodeRequest(it.Value()); err != nil {
+		if _, err := decodeRequest(rv); err != nil {
 			return fmt.Errorf("request %d/%q: %w", id, key, err)
 		}
-	}
-	return it.Error()
+		return nil
+	})
 }
 
 func (c *checker) refunds() error {
-	it, err := c.table(tagRefunded)
-	if err != nil {
-		return err
-	}
-	defer it.Close()
-	for ok := it.First(); ok; ok = it.Next() {
-		if err := c.tick(); err != nil {
-			return err
-		}
-		id, seq, ok := parseSeqKey(it.Key())
+	return c.each(tagRefunded, func(rk, rv []byte) error {
+		id, seq, ok := parseSeqKey(rk)
 		if !ok {
-			return fmt.Errorf("%w: refund marker key %x", ErrCorrupt, it.Key())
+			return fmt.Errorf("%w: refund marker key %x", ErrCorrupt, rk)
 		}
-		refundSeq, err := decodeRefunded(it.Value())
+		refundSeq, err := decodeRefunded(rv)
 		if err != nil {
 			return fmt.Errorf("refund marker %d/%d: %w", id, seq, err)
 		}
@@ -281,8 +265,8 @@ func (c *checker) refunds() error {
 			return fmt.Errorf("%w: refund marker %d/%d: entry %s refunded by %s of %d",
 				ErrCorrupt, id, seq, charge.Kind, refund.Kind, refund.Ref)
 		}
-	}
-	return it.Error()
+		return nil
+	})
 }
 
 // entry reads journal entry seq of id, which what (the record naming it)
@@ -402,21 +386,31 @@ func (c *checker) vouchers() error {
 	return nil
 }
 
-// count returns the number of records in table tag.
-func (c *checker) count(tag byte) (int, error) {
+// each calls fn with every record of table tag in key order, looking at
+// ctx between records (tick), and stops at the first error. The slices
+// are valid only during the call.
+func (c *checker) each(tag byte, fn func(rk, rv []byte) error) error {
 	it, err := c.table(tag)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	defer it.Close()
-	n := 0
 	for ok := it.First(); ok; ok = it.Next() {
 		if err := c.tick(); err != nil {
-			return n, err
+			return err
 		}
-		n++
+		if err := fn(it.Key(), it.Value()); err != nil {
+			return err
+		}
 	}
-	return n, it.Error()
+	return it.Error()
+}
+
+// count returns the number of records in table tag.
+func (c *checker) count(tag byte) (int, error) {
+	n := 0
+	err := c.each(tag, func(_, _ []byte) error { n++; return nil })
+	return n, err
 }
 
 // # Transfers and *101# payments against their journal legs
@@ -752,20 +746,12 @@ func (c *checker) flowEntry(sub charging.SubscriberID, e *charging.Entry) error 
 // flowRecords walks set's records: each decodes, is open exactly if the
 // open index names it, and is held to its legs.
 func (c *checker) flowRecords(set *flowSet) error {
-	it, err := c.table(set.records)
-	if err != nil {
-		return err
-	}
-	defer it.Close()
-	for ok := it.First(); ok; ok = it.Next() {
-		if err := c.tick(); err != nil {
-			return err
+	if err := c.each(set.records, func(rk, rv []byte) error {
+		if len(rk) != 9 {
+			return fmt.Errorf("%w: %s key %x", ErrCorrupt, set.what, rk)
 		}
-		if len(it.Key()) != 9 {
-			return fmt.Errorf("%w: %s key %x", ErrCorrupt, set.what, it.Key())
-		}
-		id := binary.BigEndian.Uint64(it.Key()[1:])
-		sp, open, err := set.spec(c, id, it.Value())
+		id := binary.BigEndian.Uint64(rk[1:])
+		sp, open, err := set.spec(c, id, rv)
 		if err != nil {
 			return err
 		}
@@ -787,8 +773,8 @@ func (c *checker) flowRecords(set *flowSet) error {
 				}
 			}
 		}
-	}
-	if err := it.Error(); err != nil {
+		return nil
+	}); err != nil {
 		return err
 	}
 	if id, ok := minID(set.open, func(o *openFlow) bool { return !o.seen }); ok {
@@ -898,20 +884,12 @@ func (c *checker) diagnose(set *flowSet, bucket uint64) error {
 // transfers' entries).
 func (c *checker) transferKeys() error {
 	set := &c.flows[flowTransfers]
-	it, err := c.table(tagTransferKey)
-	if err != nil {
-		return err
-	}
-	defer it.Close()
-	for ok := it.First(); ok; ok = it.Next() {
-		if err := c.tick(); err != nil {
-			return err
+	if err := c.each(tagTransferKey, func(rk, rv []byte) error {
+		_, from, key, ok := parseSubKey(rk)
+		if !ok || len(key) == 0 || len(key) > charging.RequestKeyBytesMax || len(rv) != 8 {
+			return fmt.Errorf("%w: transfer key index entry %x → %x", ErrCorrupt, rk, rv)
 		}
-		_, from, key, ok := parseSubKey(it.Key())
-		if !ok || len(key) == 0 || len(key) > charging.RequestKeyBytesMax || len(it.Value()) != 8 {
-			return fmt.Errorf("%w: transfer key index entry %x → %x", ErrCorrupt, it.Key(), it.Value())
-		}
-		id := binary.BigEndian.Uint64(it.Value())
+		id := binary.BigEndian.Uint64(rv)
 		v, found, err := getCopy(c.snap, idKey(tagTransfer, id))
 		if err != nil {
 			return err
@@ -932,8 +910,8 @@ func (c *checker) transferKeys() error {
 			}
 			o.keyed = true
 		}
-	}
-	if err := it.Error(); err != nil {
+		return nil
+	}); err != nil {
 		return err
 	}
 	if id, ok := minID(set.open, func(o *openFlow) bool { return !o.keyed }); ok {
@@ -946,20 +924,12 @@ func (c *checker) transferKeys() error {
 // of its caller, in the marker's month, not cancelled (CancelPayment
 // deletes the marker of the payment it cancels).
 func (c *checker) paymentMonths() error {
-	it, err := c.table(tagFixedMonth)
-	if err != nil {
-		return err
-	}
-	defer it.Close()
-	for ok := it.First(); ok; ok = it.Next() {
-		if err := c.tick(); err != nil {
-			return err
+	return c.each(tagFixedMonth, func(rk, rv []byte) error {
+		if len(rk) != 9 {
+			return fmt.Errorf("%w: month marker key %x", ErrCorrupt, rk)
 		}
-		if len(it.Key()) != 9 {
-			return fmt.Errorf("%w: month marker key %x", ErrCorrupt, it.Key())
-		}
-		caller := charging.SubscriberID(binary.BigEndian.Uint64(it.Key()[1:]))
-		month, id, err := decodeFixedMonth(it.Value())
+		caller := charging.SubscriberID(binary.BigEndian.Uint64(rk[1:]))
+		month, id, err := decodeFixedMonth(rv)
 		if err != nil {
 			return fmt.Errorf("month marker of %d: %w", caller, err)
 		}
@@ -978,6 +948,6 @@ func (c *checker) paymentMonths() error {
 			return fmt.Errorf("%w: the month marker of %d for %d names payment %d, %s, of %d for %d",
 				ErrCorrupt, caller, month, id, paymentStateNames[p.State], p.Caller, p.Month)
 		}
-	}
-	return it.Error()
+		return nil
+	})
 }
