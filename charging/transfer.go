@@ -174,11 +174,24 @@ func (t *Transfer) key(leg byte) string {
 	return string(append(b, '/', leg))
 }
 
+// DebitCommand is the sender's debit of amount + fee.
+func (t *Transfer) DebitCommand() Command {
+	return Command{Kind: KindTransferOut, Channel: ChannelTransfer, Key: t.DebitKey(),
+		Subscriber: t.From, Amount: t.Amount + t.Fee, Ref: t.ID}
+}
+
 // CreditCommand is the receiver's credit: a ChannelTransfer top-up, which
 // journals EntryTransferIn and, by the channel's policy, does not extend
 // validity.
 func (t *Transfer) CreditCommand() Command {
 	return Command{Kind: KindTopUp, Channel: ChannelTransfer, Key: t.CreditKey(), Subscriber: t.To, Amount: t.Amount}
+}
+
+// ReverseCommand gives the sender amount + fee back after the receiver
+// refused the credit.
+func (t *Transfer) ReverseCommand() Command {
+	return Command{Kind: KindTransferReverse, Channel: ChannelTransfer, Key: t.ReverseKey(),
+		Subscriber: t.From, Amount: t.Amount + t.Fee, Ref: t.ID}
 }
 
 // DebitFor debits amount from a for a purchase made outside the account's

@@ -57,6 +57,15 @@ func TestTransferAdvance(t *testing.T) {
 	if c.Kind != KindTopUp || c.Channel != ChannelTransfer || c.Subscriber != tr.To || c.Amount != tr.Amount {
 		t.Fatalf("%+v", c)
 	}
+	tr.From, tr.Fee = 38344000001, 10*AmountPerCent
+	for _, c := range []Command{tr.DebitCommand(), tr.ReverseCommand()} {
+		if c.Channel != ChannelTransfer || c.Subscriber != tr.From || c.Amount != tr.Amount+tr.Fee || c.Ref != tr.ID {
+			t.Fatalf("%+v", c)
+		}
+	}
+	if d, r := tr.DebitCommand(), tr.ReverseCommand(); d.Kind != KindTransferOut || d.Key != "T/42/d" || r.Kind != KindTransferReverse || r.Key != "T/42/r" {
+		t.Fatalf("%+v %+v", d, r)
+	}
 }
 
 // TestTransferMoneyConserved runs the three legs on two accounts with the

@@ -503,21 +503,11 @@ func (f *Flows) answerFinished(tr charging.Transfer, res *Result) error {
 	return nil
 }
 
-func debitCommand(tr *charging.Transfer) charging.Command {
-	return charging.Command{Kind: charging.KindTransferOut, Channel: charging.ChannelTransfer, Key: tr.DebitKey(),
-		Subscriber: tr.From, Amount: tr.Amount + tr.Fee, Ref: tr.ID}
-}
-
-func reverseCommand(tr *charging.Transfer) charging.Command {
-	return charging.Command{Kind: charging.KindTransferReverse, Channel: charging.ChannelTransfer, Key: tr.ReverseKey(),
-		Subscriber: tr.From, Amount: tr.Amount + tr.Fee, Ref: tr.ID}
-}
-
 // driveTransfer runs the transfer protocol from tr's state to a final one
 // (storage/transfer.go steps 2–4); recovery calls it too.
 func (f *Flows) driveTransfer(tr charging.Transfer, res *Result, d drive) error {
 	if tr.State == charging.TransferPending {
-		debit := debitCommand(&tr)
+		debit := tr.DebitCommand()
 		out, err := f.cfg.Engine.Execute(&debit)
 		if err != nil {
 			return fmt.Errorf("flows: transfer debit: %w", err)
@@ -583,7 +573,7 @@ func (f *Flows) driveTransfer(tr charging.Transfer, res *Result, d drive) error 
 		// for a reversed transfer (answerFinished).
 		res.Account, res.ByReceiver = charging.ResultUnknownSubscriber, true
 	}
-	rev := reverseCommand(&tr)
+	rev := tr.ReverseCommand()
 	back, err := f.leg(&rev)
 	if err != nil {
 		return fmt.Errorf("flows: transfer reversal: %w", err)

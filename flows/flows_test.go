@@ -128,7 +128,7 @@ func TestTransferRecoveryAfterReversalNeverCredits(t *testing.T) {
 func TestTransferRecoveryOfOlderDebitedAfterReversal(t *testing.T) {
 	f, e, tr, _, _ := setup(t)
 	rec, _, _ := tr.Begin("old", alice, bob, charging.Euros(2), charging.DemoTransferRules().Fee, t0)
-	debit, rev := debitCommand(&rec), reverseCommand(&rec)
+	debit, rev := rec.DebitCommand(), rec.ReverseCommand()
 	for _, cmd := range []*charging.Command{&debit, &rev} {
 		out, err := e.Execute(cmd)
 		require.NoError(t, err)
@@ -151,7 +151,7 @@ func TestTransferRecoveryEveryState(t *testing.T) {
 		rec, _, _ := tr.Begin("rec", alice, bob, charging.Euros(2), charging.DemoTransferRules().Fee, t0)
 		// The crash came after the debit was durable: with debited, the
 		// record says so; without, only the account knows.
-		debit := debitCommand(&rec)
+		debit := rec.DebitCommand()
 		_, err := e.Execute(&debit)
 		require.NoError(t, err)
 		if debited {

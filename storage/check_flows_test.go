@@ -78,7 +78,7 @@ func (e *legEngine) apply(cmd charging.Command, record bool) charging.Outcome {
 func landLegs(t testing.TB, s *Store, tr charging.Transfer) {
 	t.Helper()
 	e := &legEngine{t: t, s: s, cfg: charging.DemoConfig(), now: time.Unix(tr.Created, 0)}
-	debit, credit, reverse := transferDebit(&tr), tr.CreditCommand(), transferReverse(&tr)
+	debit, credit, reverse := tr.DebitCommand(), tr.CreditCommand(), tr.ReverseCommand()
 	var legs []*charging.Command
 	switch tr.State {
 	case charging.TransferDebited, charging.TransferReversing:
@@ -108,18 +108,9 @@ func landLegs(t testing.TB, s *Store, tr charging.Transfer) {
 	}
 }
 
-// The legs as flows.Flows builds them (flows/flows.go: debitCommand,
-// Transfer.CreditCommand, reverseCommand, drivePayment).
-
-func transferDebit(tr *charging.Transfer) charging.Command {
-	return charging.Command{Kind: charging.KindTransferOut, Channel: charging.ChannelTransfer, Key: tr.DebitKey(),
-		Subscriber: tr.From, Amount: tr.Amount + tr.Fee, Ref: tr.ID}
-}
-
-func transferReverse(tr *charging.Transfer) charging.Command {
-	return charging.Command{Kind: charging.KindTransferReverse, Channel: charging.ChannelTransfer, Key: tr.ReverseKey(),
-		Subscriber: tr.From, Amount: tr.Amount + tr.Fee, Ref: tr.ID}
-}
+// The payment's debit as flows.Flows builds it (drivePayment); a
+// transfer's legs are charging.Transfer's DebitCommand, CreditCommand and
+// ReverseCommand, which flows runs.
 
 func paymentDebit(p *FixedPayment) charging.Command {
 	return charging.Command{Kind: charging.KindPackagePayment, Channel: charging.ChannelUSSD, Key: p.DebitKey(),
@@ -153,7 +144,7 @@ func (e *legEngine) driveTo(ts *Transfers, tr charging.Transfer, stage flowStage
 		return tr
 	}
 	if tr.State == charging.TransferPending {
-		if out := e.exec(transferDebit(&tr)); out.Result != charging.ResultOK {
+		if out := e.exec(tr.DebitCommand()); out.Result != charging.ResultOK {
 			advance(charging.TransferRefused)
 			return tr
 		}
@@ -189,7 +180,7 @@ func (e *legEngine) driveTo(ts *Transfers, tr charging.Transfer, stage flowStage
 	if stage == stageReversing {
 		return tr
 	}
-	require.Equal(e.t, charging.ResultOK, e.exec(transferReverse(&tr)).Result)
+	require.Equal(e.t, charging.ResultOK, e.exec(tr.ReverseCommand()).Result)
 	if stage == stageFinal {
 		advance(charging.TransferReversed)
 	}
@@ -438,13 +429,13 @@ func TestCheckHoldsFlowsToTheirLegs(t *testing.T) {
 			putTransfer(t, x.s, tr)
 		}, "transfer 1 is refused but has its debit: entry 38344100001/2"},
 		{"credited transfer reversed too", func(t *testing.T, x *flowFixture) {
-			ok(t, x.e.force(transferReverse(&x.credited)))
+			ok(t, x.e.force(x.credited.ReverseCommand()))
 		}, "transfer 1 is credited but has its reversal: entry 38344100001/"},
 		{"pending transfer with its credit", func(t *testing.T, x *flowFixture) {
 			ok(t, x.e.force(x.begun.CreditCommand()))
 		}, "transfer 4 is pending but has its credit: entry 38344100002/"},
 		{"pending transfer with its reversal", func(t *testing.T, x *flowFixture) {
-			ok(t, x.e.force(transferReverse(&x.debitLanded)))
+			ok(t, x.e.force(x.debitLanded.ReverseCommand()))
 		}, "transfer 5 is pending but has its reversal"},
 		{"debited transfer without its debit", func(t *testing.T, x *flowFixture) {
 			e := entryAt(t, x.s, fxA, x.debited.DebitKey())
@@ -452,10 +443,10 @@ func TestCheckHoldsFlowsToTheirLegs(t *testing.T) {
 			putEntry(t, x.s, fxA, &e)
 		}, "transfer 6 is debited but 38344100001's journal has no debit of it"},
 		{"debited transfer both credited and reversed", func(t *testing.T, x *flowFixture) {
-			ok(t, x.e.force(transferReverse(&x.creditLanded)))
+			ok(t, x.e.force(x.creditLanded.ReverseCommand()))
 		}, "transfer 7 is debited with both its credit (entry 38344100002/"},
 		{"debit twice on an open transfer", func(t *testing.T, x *flowFixture) {
-			ok(t, x.e.force(transferDebit(&x.debitLanded)))
+			ok(t, x.e.force(x.debitLanded.DebitCommand()))
 		}, "transfer 5 has its debit twice"},
 		{"transfer amount rewritten", func(t *testing.T, x *flowFixture) {
 			tr := x.reversed
@@ -467,12 +458,12 @@ func TestCheckHoldsFlowsToTheirLegs(t *testing.T) {
 			ok(t, x.e.force(ghost.CreditCommand()))
 		}, "entry 38344100002/4 is a leg of transfer 99, which does not exist"},
 		{"transfer_out keyed as no leg", func(t *testing.T, x *flowFixture) {
-			cmd := transferDebit(&x.credited)
+			cmd := x.credited.DebitCommand()
 			cmd.Key = "T/1/x"
 			ok(t, x.e.force(cmd))
 		}, `is no leg of a transfer`},
 		{"transfer_in of another channel", func(t *testing.T, x *flowFixture) {
-			cmd := transferReverse(&x.reversalLanded)
+			cmd := x.reversalLanded.ReverseCommand()
 			cmd.Channel = charging.ChannelOps
 			ok(t, x.e.force(cmd))
 		}, `a ops transfer_in of +81000 keyed "T/8/r" with ref 8, is no leg of a transfer`},

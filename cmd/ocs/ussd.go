@@ -46,9 +46,8 @@ func (a flowVouchers) Pending(after *[32]byte, limit int) ([]flows.Redemption, e
 	return out, err
 }
 
-// flowFixed adapts *storage.Fixed to flows.Fixed.
-// flowFixed adapts the fixed-account store; s reads the debit's request
-// record for MonthPayment.
+// flowFixed adapts *storage.Fixed to flows.Fixed and flows.MonthPayments;
+// s reads the debit's request record for MonthPayment.
 type flowFixed struct {
 	f *storage.Fixed
 	s *storage.Store
