@@ -300,24 +300,27 @@ func voucherSecretKey(secret []byte) []byte {
 // A recorded secret missing from the list is allowed: rotation drops an
 // old secret once its batches have expired.
 func (v *Vouchers) checkSecrets() error {
+	for _, secret := range v.secrets {
+		known, err := has(v.db, voucherSecretKey(secret))
+		if err != nil {
+			return fmt.Errorf("storage: read voucher secret fingerprints: %w", err)
+		}
+		if known {
+			return nil
+		}
+	}
+	// None is recorded: refused only if some other secret is.
 	prefix := appendMetaKey(nil, metaVoucherSecret)
 	upper := append(appendMetaKey(nil, "voucherSecret"), '/'+1) // just past the prefix
 	it, err := v.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: upper})
 	if err != nil {
 		return fmt.Errorf("storage: read voucher secret fingerprints: %w", err)
 	}
-	recorded := 0
-	known := false
-	for ok := it.First(); ok; ok = it.Next() {
-		recorded++
-		for _, s := range v.secrets {
-			known = known || bytes.Equal(it.Key(), voucherSecretKey(s))
-		}
-	}
+	recorded := it.First()
 	if err := it.Close(); err != nil {
 		return fmt.Errorf("storage: read voucher secret fingerprints: %w", err)
 	}
-	if recorded > 0 && !known {
+	if recorded {
 		return ErrVoucherSecretUnknown
 	}
 	return nil
