@@ -12,7 +12,10 @@ import (
 // for a reply that must only wait for earlier writes), the request to answer,
 // and the actor's count of durable changes to advance.
 type commitItem struct {
-	change  charging.Change
+	change charging.Change
+	// card holds the card a credit carries (change.Card points here): the
+	// item is pooled, so a redemption's card costs no allocation.
+	card    charging.CardUse
 	write   bool
 	req     *request
 	out     charging.Outcome

@@ -257,9 +257,9 @@ func (s *subscriber) finish(req *request, cmd *charging.Command, out charging.Ou
 	if cmd.Card != nil && eff.Entry.Seq != 0 {
 		// Whatever the key, a card rides with the entry of its credit.
 		// A copy: the caller's command is its own again once answered.
-		card := *cmd.Card
-		card.Card.CreditSeq = eff.Entry.Seq
-		it.change.Card = &card
+		it.card = *cmd.Card
+		it.card.Card.CreditSeq = eff.Entry.Seq
+		it.change.Card = &it.card
 	}
 	if eff.Entry.Kind == charging.EntryRefund {
 		it.change.RefundOf = eff.Entry.Ref

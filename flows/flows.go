@@ -14,6 +14,7 @@ import (
 // Executor runs one command on its subscriber's account and returns once the
 // outcome is durable. *actors.Engine implements it.
 type Executor interface {
+	// Execute must not keep cmd once it returns (flows pool them).
 	Execute(cmd *charging.Command) (charging.Outcome, error)
 }
 
@@ -295,11 +296,27 @@ func (f *Flows) failpoint(name string) {
 	}
 }
 
+// commands pools the Command that Executor.Execute takes by pointer:
+// through an interface the pointer escapes, so without the pool every
+// command a flow runs (and the value holding it: a redemption's, a
+// transfer's) would be allocated on the heap, on every request.
+var commands = sync.Pool{New: func() any { return new(charging.Command) }}
+
+// execute runs a copy of cmd on the engine; cmd stays the caller's.
+func (f *Flows) execute(cmd *charging.Command) (charging.Outcome, error) {
+	c := commands.Get().(*charging.Command)
+	*c = *cmd
+	out, err := f.cfg.Engine.Execute(c)
+	*c = charging.Command{}
+	commands.Put(c)
+	return out, err
+}
+
 // leg executes cmd, retrying a bounded number of times while the engine
 // answers overloaded: used for legs after a durable step.
 func (f *Flows) leg(cmd *charging.Command) (charging.Outcome, error) {
 	for i := 0; ; i++ {
-		out, err := f.cfg.Engine.Execute(cmd)
+		out, err := f.execute(cmd)
 		if err != nil || out.Result != charging.ResultOverloaded || i == legRetriesMax {
 			return out, err
 		}
@@ -310,7 +327,7 @@ func (f *Flows) leg(cmd *charging.Command) (charging.Outcome, error) {
 // receiverExists asks whether a transfer's receiver id has an account; res
 // records a refusal.
 func (f *Flows) receiverExists(id charging.SubscriberID, res *Result) (bool, error) {
-	out, err := f.cfg.Engine.Execute(&charging.Command{Kind: charging.KindInquire, Subscriber: id})
+	out, err := f.execute(&charging.Command{Kind: charging.KindInquire, Subscriber: id})
 	if err != nil {
 		return false, err
 	}
@@ -323,7 +340,7 @@ func (f *Flows) receiverExists(id charging.SubscriberID, res *Result) (bool, err
 
 // Inquire returns id's balance, validity and state.
 func (f *Flows) Inquire(id charging.SubscriberID) (Result, error) {
-	out, err := f.cfg.Engine.Execute(&charging.Command{Kind: charging.KindInquire, Subscriber: id})
+	out, err := f.execute(&charging.Command{Kind: charging.KindInquire, Subscriber: id})
 	return Result{Account: out.Result, Outcome: out, Subscriber: id}, err
 }
 
@@ -360,7 +377,7 @@ func (f *Flows) Redeem(caller, beneficiary charging.SubscriberID, code charging.
 	if r.Release != nil {
 		defer r.Release()
 	}
-	out, err := f.cfg.Engine.Execute(&r.Credit)
+	out, err := f.execute(&r.Credit)
 	if err != nil {
 		f.metrics.redeemed(&res, err)
 		return res, fmt.Errorf("flows: credit voucher: %w", err)
@@ -387,7 +404,7 @@ func recent(unix int64, now time.Time) bool {
 // minutes later they differ only by what was spent meanwhile. If the
 // beneficiary has no account any more, res stays "card used".
 func (f *Flows) answerRedeemed(r *Redemption, caller charging.SubscriberID, res *Result) error {
-	out, err := f.cfg.Engine.Execute(&charging.Command{Kind: charging.KindInquire, Subscriber: r.Beneficiary})
+	out, err := f.execute(&charging.Command{Kind: charging.KindInquire, Subscriber: r.Beneficiary})
 	if err != nil || out.Result != charging.ResultOK {
 		return err
 	}
@@ -480,7 +497,7 @@ func (f *Flows) Transfer(key string, from, to charging.SubscriberID, amount char
 // record keeps the outcome, not the reason of a refusal, which is told as the
 // sender's account explains it now.
 func (f *Flows) answerFinished(tr charging.Transfer, res *Result) error {
-	out, err := f.cfg.Engine.Execute(&charging.Command{Kind: charging.KindInquire, Subscriber: tr.From})
+	out, err := f.execute(&charging.Command{Kind: charging.KindInquire, Subscriber: tr.From})
 	if err != nil {
 		return err
 	}
@@ -508,7 +525,7 @@ func (f *Flows) answerFinished(tr charging.Transfer, res *Result) error {
 func (f *Flows) driveTransfer(tr charging.Transfer, res *Result, d drive) error {
 	if tr.State == charging.TransferPending {
 		debit := tr.DebitCommand()
-		out, err := f.cfg.Engine.Execute(&debit)
+		out, err := f.execute(&debit)
 		if err != nil {
 			return fmt.Errorf("flows: transfer debit: %w", err)
 		}
@@ -651,7 +668,7 @@ func (f *Flows) answerPaid(caller charging.SubscriberID, pkg charging.PackageID,
 		!recent(p.Created, f.now()) {
 		return nil
 	}
-	out, err := f.cfg.Engine.Execute(&charging.Command{Kind: charging.KindInquire, Subscriber: caller})
+	out, err := f.execute(&charging.Command{Kind: charging.KindInquire, Subscriber: caller})
 	if err != nil || out.Result != charging.ResultOK {
 		return err
 	}
@@ -668,7 +685,7 @@ func (f *Flows) drivePayment(p Payment, res *Result, d drive) error {
 	res.Ref, res.Amount = p.ID, p.Price
 	debit := charging.Command{Kind: charging.KindPackagePayment, Channel: charging.ChannelUSSD, Key: p.Key,
 		Subscriber: p.Caller, Amount: p.Price + p.Fee, Ref: p.ID}
-	out, err := f.cfg.Engine.Execute(&debit)
+	out, err := f.execute(&debit)
 	if err != nil {
 		return fmt.Errorf("flows: payment debit: %w", err)
 	}
