@@ -30,9 +30,16 @@ var (
 	buildErr  error
 )
 
+// ocsBinary builds the ocs command once per test binary. OCS_TEST_BINARY
+// names a prebuilt one instead: how benchmarks compare two builds of the
+// server run by the same client, minutes apart (BENCHMARKS.md).
 func ocsBinary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
+		if path := os.Getenv("OCS_TEST_BINARY"); path != "" {
+			binPath = path
+			return
+		}
 		dir, err := os.MkdirTemp("", "ocs-bin")
 		if err != nil {
 			buildErr = err
