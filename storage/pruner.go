@@ -2,7 +2,8 @@ package storage
 
 // The idempotency pruner: request records (table 0x03) and the credit
 // transfers' request-key index (table 0x1B) are kept for a retention
-// window, not forever.
+// window, not forever; voucher redemption guards (table 0x13) are kept
+// while they can still affect a decision.
 //
 // # Contract
 //
@@ -62,13 +63,52 @@ package storage
 // all of them go one retention after the first pass. Keeping them forever
 // was rejected: it leaves exactly the unbounded growth this removes.
 //
+// # Redeem guards
+//
+// Vouchers.fail writes a guard record for every caller that ever dialled a
+// wrong voucher code, and anyone can dial wrong codes from any MSISDN: kept
+// forever, the table grows without bound. When PrunerOptions.Vouchers is
+// set (the serving Vouchers: its guard policy and its per-caller locks), a
+// third walk deletes each guard that can no longer affect any decision: the
+// caller is not barred, and its failure window has expired (or none is
+// open), so that its next failure starts a fresh count exactly as it would
+// with no record. guardPrunable derives the rule from
+// charging.RedeemGuard's Fail and Barred, and a test proves that a deleted
+// guard answers every later Fail and Barred as the record would have,
+// boundary instants included. Window and bar are measured on the pass's now
+// less guardPruneLag (a minute), so that a failure stamped just before the
+// pass but counted after it is still counted as the record would count it.
+// No retention applies: a deletable guard is deleted at the first pass.
+//
+// Each guard is re-read, judged and deleted under the same
+// Vouchers.guardLock stripe that fail takes (deleteGuards), so a failure
+// counted during the pass is never deleted with its record. A guard that
+// does not decode stops the pass with ErrCorrupt, as request records do.
+//
+// The policy is the one the process runs with (flags --redeem-window,
+// --redeem-bar): it is not stored. A guard deleted under a window that a
+// restart then lengthens had expired under the old one; the caller's count
+// restarts, as it would have on its next failure under the old policy.
+// Lengthening the window mid-count gives at most FailuresMax−1 more
+// guesses, once.
+//
+// The in-memory set of callers that may have a guard (Vouchers.guardSeen)
+// is left as it is: a deleted guard's bit stays set, and that caller's next
+// redemption reads the guard and finds nothing, which answers as a zero
+// guard. A stale bit costs one point read; the set is rebuilt from the table
+// at the next open. Clearing bits would need every other caller hashed to
+// the same bit to have no guard, which only a table scan can tell.
+//
 // # Cost and pacing
 //
 // Records sort by subscriber and key, not by time, so each pass reads the
 // whole table (a time index would cost a second write on every charge),
 // then the whole transfer key index (one entry per transfer: small beside
 // the request records; each entry costs one more point read, of its
-// transfer, which holds the time and state). A pass over each table is a
+// transfer, which holds the time and state), then the whole guard table
+// (one 21-byte record per caller that dialled a wrong code; a deletable
+// one costs one more point read, under its lock, and guard batches are at
+// most guardPruneBatchMax deletes). A pass over each table is a
 // sequence of steps: each opens an iterator at the key where the
 // previous one stopped, reads at most pruneScanMax records, deletes at most
 // BatchMax of them in one NoSync batch (a lost delete is simply redone next
@@ -171,6 +211,13 @@ type PrunerOptions struct {
 	Logger *slog.Logger
 	// Registerer, when not nil, receives ocs_storage_prune_* metrics.
 	Registerer prometheus.Registerer
+	// Vouchers, when not nil, has its redemption guards pruned (see Redeem
+	// guards above) under its guard policy and guard locks. It must be the
+	// Vouchers the engine redeems through, on the same Store: a pruner
+	// with another one would judge guards by another policy, and delete
+	// them without the locks its fail calls take. Nil skips the guard
+	// table (offline tools, and stores that serve no vouchers).
+	Vouchers *Vouchers
 }
 
 // PruneStats describes one pass.
@@ -184,11 +231,16 @@ type PruneStats struct {
 	TransferKeysDeleted  uint64 // entries of final transfers older than the retention, deleted
 	TransferKeysKeptOpen uint64 // entries of transfers older than the retention but not final, kept
 	TransferKeysMissing  uint64 // entries naming no transfer of their sender: corruption, logged and kept
+
+	GuardsScanned      uint64 // redeem guards read (zero without PrunerOptions.Vouchers)
+	GuardsDeleted      uint64 // guards that could no longer affect a decision, deleted
+	GuardsKeptBarred   uint64 // guards of callers barred at the pass's time, kept
+	GuardsKeptCounting uint64 // guards of callers not barred whose failure window is still open, kept
 }
 
 // Pruner deletes request records and transfer key-index entries older
-// than the retention, in the background (Start, Stop) or one pass at a
-// time (Prune). It writes its own batches, apart from the committer:
+// than the retention, and redemption guards that can no longer affect a
+// decision, in the background (Start, Stop) or one pass at a time (Prune). It writes its own batches, apart from the committer:
 // Pebble orders them in its log.
 type Pruner struct {
 	s        *Store
@@ -203,13 +255,18 @@ type Pruner struct {
 	onBatch  func(deletes int)   // tests: called before each delete batch is applied
 	onKeyDel func()              // tests: called between a transfer key step's scan and its locked re-check
 
+	guardDels    []charging.SubscriberID               // callers of one guard step's deletable guards
+	guardStripes [voucherLockStripes / 64]uint64       // guard lock stripes of one delete batch
+	onGuardDel   func(callers []charging.SubscriberID) // tests: called between a guard step's scan and its locked re-check
+
 	stop    context.CancelFunc
 	done    chan struct{}
 	stopped sync.Once
 }
 
 // NewPruner returns a pruner of s's request records and transfer key
-// index. It starts nothing: call Start, or Prune.
+// index, and of the redemption guards of opts.Vouchers if set. It starts
+// nothing: call Start, or Prune.
 func NewPruner(s *Store, opts PrunerOptions) (*Pruner, error) {
 	if opts.Retention == 0 {
 		opts.Retention = RequestRetentionDefault
@@ -234,6 +291,9 @@ func NewPruner(s *Store, opts PrunerOptions) (*Pruner, error) {
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.Vouchers != nil && opts.Vouchers.db != s.db {
+		return nil, errors.New("storage: the pruner's Vouchers are of another store")
 	}
 	p := &Pruner{s: s, opts: opts, log: opts.Logger, scanMax: pruneScanMax}
 	if p.log == nil {
@@ -300,7 +360,9 @@ func (p *Pruner) Prune(ctx context.Context) (PruneStats, error) {
 	p.log.Info("idempotency records pruned", "scanned", st.Scanned, "deleted", st.Deleted,
 		"keptOpen", st.KeptOpen, "transferKeysScanned", st.TransferKeysScanned,
 		"transferKeysDeleted", st.TransferKeysDeleted, "transferKeysKeptOpen", st.TransferKeysKeptOpen,
-		"transferKeysMissing", st.TransferKeysMissing, "duration", time.Since(start).Round(time.Millisecond))
+		"transferKeysMissing", st.TransferKeysMissing, "guardsScanned", st.GuardsScanned, "guardsDeleted", st.GuardsDeleted,
+		"guardsKeptBarred", st.GuardsKeptBarred, "guardsKeptCounting", st.GuardsKeptCounting,
+		"duration", time.Since(start).Round(time.Millisecond))
 	return st, nil
 }
 
@@ -329,6 +391,20 @@ func (p *Pruner) pass(ctx context.Context, st *PruneStats) error {
 	})
 	if err != nil {
 		return fmt.Errorf("transfer key index: %w", err)
+	}
+	v := p.opts.Vouchers
+	if v == nil {
+		return nil
+	}
+	if err := p.pause(ctx); err != nil {
+		return err
+	}
+	at := now.Add(-guardPruneLag) // see guardPruneLag
+	err = p.walk(ctx, tagRedeemGuard, func(from []byte) ([]byte, error) {
+		return p.stepGuards(v, from, at, st)
+	})
+	if err != nil {
+		return fmt.Errorf("redeem guards: %w", err)
 	}
 	return nil
 }
@@ -700,6 +776,11 @@ type pruneMetrics struct {
 	transferKeysDeleted  prometheus.Counter // the result="deleted" child
 	transferKeysKeptOpen prometheus.Counter // result="kept_open"
 	transferKeysMissing  prometheus.Counter // result="missing"
+
+	guardsScanned      prometheus.Counter
+	guardsDeleted      prometheus.Counter // the result="deleted" child
+	guardsKeptBarred   prometheus.Counter // result="kept_barred"
+	guardsKeptCounting prometheus.Counter // result="kept_counting"
 }
 
 func newPruneMetrics(r prometheus.Registerer) *pruneMetrics {
@@ -747,6 +828,18 @@ func newPruneMetrics(r prometheus.Registerer) *pruneMetrics {
 		Name: "ocs_storage_prune_transfer_keys_scanned_total",
 		Help: "Transfer request-key index entries read by the pruner: a whole table per pass.",
 	}))
+	guards := register(r, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ocs_storage_prune_redeem_guards_total",
+		Help: "Voucher redemption guards read by the pruner, by result: deleted (no longer affects a decision), " +
+			"kept_barred (caller barred), kept_counting (failure window still open).",
+	}, []string{"result"}))
+	m.guardsDeleted = guards.WithLabelValues("deleted")
+	m.guardsKeptBarred = guards.WithLabelValues("kept_barred")
+	m.guardsKeptCounting = guards.WithLabelValues("kept_counting")
+	m.guardsScanned = register(r, prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "ocs_storage_prune_redeem_guards_scanned_total",
+		Help: "Voucher redemption guards read by the pruner: a whole table per pass.",
+	}))
 	m.deleted = register(r, m.deleted)
 	m.scanned = register(r, m.scanned)
 	m.keptOpen = register(r, m.keptOpen)
@@ -765,6 +858,10 @@ func (m *pruneMetrics) observe(st *PruneStats, start time.Time, err error, stopp
 	m.transferKeysDeleted.Add(float64(st.TransferKeysDeleted))
 	m.transferKeysKeptOpen.Add(float64(st.TransferKeysKeptOpen))
 	m.transferKeysMissing.Add(float64(st.TransferKeysMissing))
+	m.guardsScanned.Add(float64(st.GuardsScanned))
+	m.guardsDeleted.Add(float64(st.GuardsDeleted))
+	m.guardsKeptBarred.Add(float64(st.GuardsKeptBarred))
+	m.guardsKeptCounting.Add(float64(st.GuardsKeptCounting))
 	if err != nil {
 		if !stopped {
 			m.errors.Inc()
