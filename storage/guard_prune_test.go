@@ -250,6 +250,25 @@ func TestPruneGuardsAtTheExactBoundary(t *testing.T) {
 	}
 }
 
+// A failure is stamped when its redemption begins and counted after the
+// card look-up: one stamped just before the pass, with the window still
+// open at its stamp, must count into that window even if the pass runs
+// before it is counted. The lag keeps a guard whose window closed in the
+// last half minute.
+func TestPruneGuardsLagBehindNow(t *testing.T) {
+	clock, s, v := guardPruneStore(t)
+	const caller = 38344000213
+	closed := clock.Now().Add(-30 * time.Second) // the window's end
+	failAt(t, v, caller, closed.Add(-guardPolicyT.Window), 2)
+	p := newTestPruner(t, s, clock, PrunerOptions{Vouchers: v})
+	st, err := p.Prune(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, PruneStats{GuardsScanned: 1, GuardsKeptCounting: 1}, st)
+	until, err := v.fail(caller, closed.Add(-time.Second)) // stamped in the window, counted now
+	require.NoError(t, err)
+	require.Equal(t, closed.Add(-time.Second).Add(guardPolicyT.Bar).Unix(), until, "the third failure of the window bars")
+}
+
 // Without Vouchers the pruner leaves the guard table alone.
 func TestPruneWithoutVouchersKeepsGuards(t *testing.T) {
 	clock, s, v := guardPruneStore(t)
@@ -368,7 +387,10 @@ func TestPruneGuardsHoldTheLockAcrossTheDelete(t *testing.T) {
 // fail calls racing a pass over many small steps: every failure counts.
 // Every guard starts expired, so it answers as no record: a caller with k
 // failures during the pass ends with what k failures on no record give,
-// and a caller with none ends with no record.
+// and a caller with none ends with no record. Two workers fail callers at
+// random; two fail callers of the batch the pruner is about to delete,
+// between its scan and its apply, where a failure the lock did not hold
+// back would be deleted with its record.
 func TestPruneGuardsRacingFailures(t *testing.T) {
 	clock, s, v := guardPruneStore(t)
 	const callers = 400
@@ -378,6 +400,10 @@ func TestPruneGuardsRacingFailures(t *testing.T) {
 	}
 	p := newTestPruner(t, s, clock, PrunerOptions{Vouchers: v, BatchMax: 8})
 	p.scanMax = 16
+	batches := make(chan []charging.SubscriberID, callers)
+	p.onGuardDel = func(c []charging.SubscriberID) { batches <- append([]charging.SubscriberID(nil), c...) }
+	// Widen the moment between a batch's re-reads and its apply.
+	p.onBatch = func(int) { time.Sleep(200 * time.Microsecond) }
 	now := clock.Now()
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
@@ -389,13 +415,23 @@ func TestPruneGuardsRacingFailures(t *testing.T) {
 		wg.Go(func() {
 			rng := rand.New(rand.NewPCG(seed, uint64(w)))
 			for range failsMax {
-				select {
-				case <-passDone:
-					return
-				default:
+				var i int
+				if w%2 == 0 {
+					select {
+					case <-passDone:
+						return
+					default:
+					}
+					// A random fourth of the callers.
+					i = 4 * rng.IntN(callers/4)
+				} else {
+					select {
+					case <-passDone:
+						return
+					case b := <-batches:
+						i = int(b[rng.IntN(len(b))] - first)
+					}
 				}
-				// Half the callers are never failed: their guards must go.
-				i := 2 * rng.IntN(callers/2)
 				if _, err := v.fail(first+charging.SubscriberID(i), now); err != nil {
 					t.Error(err)
 					return
