@@ -240,8 +240,9 @@ type PruneStats struct {
 
 // Pruner deletes request records and transfer key-index entries older
 // than the retention, and redemption guards that can no longer affect a
-// decision, in the background (Start, Stop) or one pass at a time (Prune). It writes its own batches, apart from the committer:
-// Pebble orders them in its log.
+// decision, in the background (Start, Stop) or one pass at a time
+// (Prune). It writes its own batches, apart from the committer: Pebble
+// orders them in its log.
 type Pruner struct {
 	s        *Store
 	opts     PrunerOptions
