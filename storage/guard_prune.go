@@ -51,8 +51,8 @@ const _ uint = -(voucherLockStripes % 64)
 //     Failures = 0) when WindowStart == 0 or t ≥ WindowStart + Window in
 //     whole seconds, as it always does on a zero guard. Both conditions hold
 //     for every t ≥ at once they hold at at. After the restart the two
-//     differ only in a BarredUntil ≤ at, which no later call reads unless
-//     Fail bars the caller, and then it overwrites it.
+//     differ only in a BarredUntil ≤ at: not barred at any t ≥ at, as zero
+//     is not, and overwritten by the Fail that next bars the caller.
 //
 // The expressions are Fail's own, overflow included.
 func guardPrunable(g *charging.RedeemGuard, p *charging.GuardPolicy, at time.Time) bool {
@@ -64,7 +64,9 @@ func guardPrunable(g *charging.RedeemGuard, p *charging.GuardPolicy, at time.Tim
 }
 
 // guardStripe is the index in Vouchers.guardLocks of Vouchers.guardLock(id):
-// deleteGuards needs the index to take several stripes in order.
+// deleteGuards needs the index to take several stripes in order. It repeats
+// guardLock's arithmetic (voucher.go is not this file's to change), and
+// TestGuardStripeIsGuardLock holds the two together.
 func guardStripe(id charging.SubscriberID) uint64 { return uint64(id) % voucherLockStripes }
 
 // stepGuards reads guards from key from on, deletes those that can no
