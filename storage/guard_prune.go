@@ -63,10 +63,8 @@ func guardPrunable(g *charging.RedeemGuard, p *charging.GuardPolicy, at time.Tim
 	return g.WindowStart == 0 || unix >= g.WindowStart+int64(p.Window/time.Second)
 }
 
-// guardStripe is the index in Vouchers.guardLocks of Vouchers.guardLock(id):
-// deleteGuards needs the index to take several stripes in order. It repeats
-// guardLock's arithmetic (voucher.go is not this file's to change), and
-// TestGuardStripeIsGuardLock holds the two together.
+// guardStripe is the index in Vouchers.guardLocks of caller id's lock
+// (Vouchers.guardLock): deleteGuards takes several stripes, in order.
 func guardStripe(id charging.SubscriberID) uint64 { return uint64(id) % voucherLockStripes }
 
 // stepGuards reads guards from key from on, deletes those that can no

@@ -315,13 +315,6 @@ func guardLockHeld(v *Vouchers, caller charging.SubscriberID) bool {
 	return true
 }
 
-func TestGuardStripeIsGuardLock(t *testing.T) {
-	_, _, v := guardPruneStore(t)
-	for _, id := range []charging.SubscriberID{0, 1, voucherLockStripes - 1, voucherLockStripes, 38344000208, 1<<64 - 1} {
-		require.Same(t, v.guardLock(id), &v.guardLocks[guardStripe(id)], "id %d", id)
-	}
-}
-
 // A failure counted between the step's scan and its delete (the guard is
 // then a fresh window) is read again under the lock and kept.
 func TestPruneGuardsRecheckUnderTheLock(t *testing.T) {

@@ -362,7 +362,7 @@ func (v *Vouchers) lock(h *VoucherHash) *sync.Mutex {
 }
 
 func (v *Vouchers) guardLock(id charging.SubscriberID) *sync.Mutex {
-	return &v.guardLocks[uint64(id)%voucherLockStripes]
+	return &v.guardLocks[guardStripe(id)]
 }
 
 // guardSeenBits: 2^20 bits are 128 KiB, and keep false positives rare for

@@ -194,7 +194,11 @@ func serve(args []string) error {
 	}
 	// Idempotency records older than the retention are pruned in the
 	// background, once flows have recovered (they may need old records).
-	pruner := startPruner(store, conf.pruner, reg, log)
+	prunerOpts := conf.pruner
+	// The engine's own Vouchers: its guard policy and the locks its wrong
+	// codes are counted under (storage/guard_prune.go).
+	prunerOpts.Vouchers = issue3.ops.v
+	pruner := startPruner(store, prunerOpts, reg, log)
 	stopRedriver := func() {}
 	if f.redrive.Interval > 0 {
 		stopRedriver = issue3.flows.StartRedriver(f.redrive)
@@ -219,9 +223,9 @@ func serve(args []string) error {
 	return shutdown(api, stopRedriver, engine, store, log, runErr)
 }
 
-// startPruner starts the idempotency pruner (request records and the
-// transfer request-key index) with o, which loadConfig has validated, so
-// NewPruner cannot refuse it.
+// startPruner starts the pruner (idempotency records, the transfer
+// request-key index and, with o.Vouchers, the redemption guards) with o,
+// which loadConfig has validated, so NewPruner cannot refuse it.
 func startPruner(store *storage.Store, o storage.PrunerOptions, reg prometheus.Registerer, log *slog.Logger) *storage.Pruner {
 	o.Logger, o.Registerer = log, reg
 	p, err := storage.NewPruner(store, o)
