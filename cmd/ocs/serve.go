@@ -18,6 +18,7 @@ import (
 	"github.com/ocs-engine/ocs/actors"
 	"github.com/ocs-engine/ocs/charging"
 	"github.com/ocs-engine/ocs/flows"
+	"github.com/ocs-engine/ocs/internal/procs"
 	"github.com/ocs-engine/ocs/protocols/httpapi"
 	"github.com/ocs-engine/ocs/protocols/ussd"
 	"github.com/ocs-engine/ocs/storage"
@@ -114,6 +115,8 @@ func serve(args []string) error {
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	gomaxprocs, from := procs.Set(os.Getenv)
+	log.Info("go processors", "gomaxprocs", gomaxprocs, "from", from)
 	if f.cpuProfile != "" {
 		// Stopped when serve returns, after the orderly shutdown: a
 		// SIGKILL loses the profile, never data.
