@@ -194,17 +194,10 @@ func (p *Pruner) deleteGuards(v *Vouchers, callers []charging.SubscriberID, at t
 	if deletes == 0 {
 		return nil
 	}
-	if p.onBatch != nil {
-		p.onBatch(deletes)
-	}
-	// NoSync: a delete lost in a crash is redone by the next pass.
-	err := p.s.db.Apply(b, pebble.NoSync)
-	b.Reset()
-	if err != nil {
+	if err := p.applyDeletes(b, deletes, st); err != nil {
 		return err
 	}
 	st.GuardsDeleted += uint64(deletes)
-	st.Batches++
 	return nil
 }
 

@@ -500,12 +500,7 @@ func (p *Pruner) step(from []byte, cutoff, epoch int64, st *PruneStats) (next []
 	}
 	st.Scanned += uint64(scanned)
 	if deletes > 0 {
-		if p.onBatch != nil {
-			p.onBatch(deletes)
-		}
-		// NoSync: a delete lost in a crash is redone by the next pass.
-		err = p.s.db.Apply(b, pebble.NoSync)
-		b.Reset()
+		err = p.applyDeletes(b, deletes, st)
 		if err != nil {
 			p.hashes = p.hashes[:0]
 			return nil, err
@@ -516,9 +511,22 @@ func (p *Pruner) step(from []byte, cutoff, epoch int64, st *PruneStats) (next []
 		p.s.recent.addHashes(p.hashes)
 		p.hashes = p.hashes[:0]
 		st.Deleted += uint64(deletes)
-		st.Batches++
 	}
 	return next, nil
+}
+
+// applyDeletes applies b, which holds n deletes, and empties it. NoSync:
+// a delete lost in a crash is redone by the next pass.
+func (p *Pruner) applyDeletes(b *pebble.Batch, n int, st *PruneStats) error {
+	if p.onBatch != nil {
+		p.onBatch(n)
+	}
+	err := p.s.db.Apply(b, pebble.NoSync)
+	b.Reset()
+	if err == nil {
+		st.Batches++
+	}
+	return err
 }
 
 // prunable reports whether the record at k is past the window and no open
@@ -751,16 +759,10 @@ func (p *Pruner) deleteTransferKeys(dels []transferKeyDelete, st *PruneStats) er
 	if deletes == 0 {
 		return nil
 	}
-	if p.onBatch != nil {
-		p.onBatch(deletes)
-	}
-	err := p.s.db.Apply(b, pebble.NoSync)
-	b.Reset()
-	if err != nil {
+	if err := p.applyDeletes(b, deletes, st); err != nil {
 		return err
 	}
 	st.TransferKeysDeleted += uint64(deletes)
-	st.Batches++
 	return nil
 }
 
