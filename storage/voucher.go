@@ -165,11 +165,11 @@ type Redemption struct {
 	UsedBy    charging.SubscriberID
 	UsedAt    int64
 	CreditSeq uint64
-	// card is the card as its credit leaves it, and unlock releases its
+	// card is the card as its credit leaves it, and lock is its stripe,
 	// stripe: set by a VoucherOK Redeem, nil on a pending marker's
 	// Redemption (Pending), whose card is already marked.
 	card   *charging.CardUse
-	unlock func()
+	lock   *sync.Mutex
 }
 
 // RedemptionKey returns the request key of the top-up that credits the
@@ -197,10 +197,21 @@ func (r *Redemption) Command() charging.Command {
 // engine has answered its credit, whatever the answer. It does nothing on
 // any other Redemption, and nothing the second time.
 func (r *Redemption) Release() {
-	if r.unlock != nil {
-		r.unlock()
-		r.unlock = nil
+	if r.lock != nil {
+		r.lock.Unlock()
+		r.lock = nil
 	}
+}
+
+// Releaser returns Release's unlock as a function of its own, or nil when
+// Release would do nothing: for a caller that hands the release on without
+// keeping r (a closure over r would take r to the heap on every
+// redemption). It must be called exactly once.
+func (r *Redemption) Releaser() func() {
+	if r.lock == nil {
+		return nil
+	}
+	return r.lock.Unlock
 }
 
 // Vouchers is the voucher store on the engine's Pebble database. Safe for
@@ -437,10 +448,10 @@ func pointRead(db *pebble.DB, k []byte) ([]byte, bool, error) {
 }
 
 // findLocked returns the record of code under any secret, read while
-// holding the card's lock stripe; when found, the stripe stays locked and
-// unlock releases it. One read, under the lock, is both the search and the
+// holding the card's lock stripe; when found, that stripe (lock) stays
+// locked. One read, under the lock, is both the search and the
 // read a redemption decides on.
-func (v *Vouchers) findLocked(code charging.VoucherCode) (h VoucherHash, rec charging.Voucher, found bool, unlock func(), err error) {
+func (v *Vouchers) findLocked(code charging.VoucherCode) (h VoucherHash, rec charging.Voucher, found bool, lock *sync.Mutex, err error) {
 	var kb [voucherKeyLen]byte
 	for i := range v.secrets {
 		h = v.Hash(code, i)
@@ -459,7 +470,7 @@ func (v *Vouchers) findLocked(code charging.VoucherCode) (h VoucherHash, rec cha
 			mu.Unlock()
 			return h, charging.Voucher{}, false, nil, err
 		}
-		return h, rec, true, mu.Unlock, nil
+		return h, rec, true, mu, nil
 	}
 	return VoucherHash{}, charging.Voucher{}, false, nil, nil
 }
@@ -479,7 +490,7 @@ func (v *Vouchers) Redeem(code charging.VoucherCode, caller, beneficiary chargin
 		r.Result, r.BarredUntil = charging.VoucherBarred, g.BarredUntil
 		return r, nil
 	}
-	h, rec, found, unlock, err := v.findLocked(code)
+	h, rec, found, lock, err := v.findLocked(code)
 	if err != nil {
 		return r, err
 	}
@@ -492,11 +503,11 @@ func (v *Vouchers) Redeem(code charging.VoucherCode, caller, beneficiary chargin
 	r.Value = rec.Value
 	blocked, err := v.batchBlocked(rec.Batch)
 	if err != nil {
-		unlock()
+		lock.Unlock()
 		return r, err
 	}
 	if r.Result = charging.RedeemVoucher(&rec, blocked, beneficiary, now); r.Result != charging.VoucherOK {
-		unlock()
+		lock.Unlock()
 		if r.Result == charging.VoucherAlreadyUsed {
 			// A refusal leaves rec as read: its use, for the caller to
 			// recognise a retry. Still no guard failure: a used card is
@@ -505,7 +516,7 @@ func (v *Vouchers) Redeem(code charging.VoucherCode, caller, beneficiary chargin
 		}
 		return r, nil
 	}
-	r.card, r.unlock = &charging.CardUse{Hash: h, Card: rec}, unlock
+	r.card, r.lock = &charging.CardUse{Hash: h, Card: rec}, lock
 	return r, nil
 }
 

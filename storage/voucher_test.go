@@ -214,10 +214,10 @@ func (e *vchEngine) change(r *Redemption) (c charging.Change, out charging.Outco
 // a pending marker.
 func vchMarkPending(t testing.TB, v *Vouchers, code charging.VoucherCode, to charging.SubscriberID) VoucherHash {
 	t.Helper()
-	h, rec, found, unlock, err := v.findLocked(code)
+	h, rec, found, lock, err := v.findLocked(code)
 	require.NoError(t, err)
 	require.True(t, found)
-	defer unlock()
+	defer lock.Unlock()
 	require.Equal(t, charging.VoucherOK, charging.RedeemVoucher(&rec, false, to, vchNow))
 	b := v.db.NewBatch()
 	defer b.Close()

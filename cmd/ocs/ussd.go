@@ -29,7 +29,7 @@ func redemptionOf(r *storage.Redemption) flows.Redemption {
 func (a flowVouchers) Redeem(code charging.VoucherCode, caller, to charging.SubscriberID, now time.Time) (flows.Redemption, error) {
 	r, err := a.v.Redeem(code, caller, to, now)
 	out := redemptionOf(&r)
-	out.Release = r.Release
+	out.Release = r.Releaser()
 	return out, err
 }
 
