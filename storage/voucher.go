@@ -166,10 +166,10 @@ type Redemption struct {
 	UsedAt    int64
 	CreditSeq uint64
 	// card is the card as its credit leaves it, and lock is its stripe,
-	// stripe: set by a VoucherOK Redeem, nil on a pending marker's
-	// Redemption (Pending), whose card is already marked.
-	card   *charging.CardUse
-	lock   *sync.Mutex
+	// held until Release: set by a VoucherOK Redeem, nil on a pending
+	// marker's Redemption (Pending), whose card is already marked.
+	card *charging.CardUse
+	lock *sync.Mutex
 }
 
 // RedemptionKey returns the request key of the top-up that credits the
