@@ -118,20 +118,20 @@ func (h *Handler) answer(sessionID, serviceCode, text, phone string) string {
 		return "END " + txtUnknownCaller
 	}
 	now := h.now()
-	sess, ok := h.sessions.touch(sessionID, caller, now)
+	input := serviceCode + "\x00" + text
+	sess, final, ok := h.sessions.touch(sessionID, caller, now, input)
 	if !ok {
 		return "END " + txtSessionMismatch
 	}
-	input := serviceCode + "\x00" + text
-	if sess.final != "" && sess.input == input {
-		return sess.final // a gateway retry: answered once already
+	if final != "" {
+		return final // a gateway retry: answered once already
 	}
 	step := h.menu.Parse(serviceCode, text, caller)
 	if step.Intent.Kind == 0 {
 		return step.Body()
 	}
 	body := "END " + h.run(&step.Intent, sessionID, input)
-	h.sessions.finish(sessionID, input, body)
+	h.sessions.finish(sess, input, body)
 	return body
 }
 

@@ -1,8 +1,11 @@
 package ussd
 
 import (
+	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -274,15 +277,79 @@ func TestSessionsBoundedAndExpiring(t *testing.T) {
 	s := newSessions(3, time.Minute)
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	for i, id := range []string{"a", "b", "c", "d"} {
-		_, ok := s.touch(id, 1, t0.Add(time.Duration(i)*time.Second))
+		_, _, ok := s.touch(id, 1, t0.Add(time.Duration(i)*time.Second), "")
 		require.True(t, ok)
 	}
 	require.Equal(t, 3, s.len(), "bounded by max")
 	_, found := s.mu.byID["a"]
 	require.False(t, found, "least recently used evicted")
-	s.touch("b", 1, t0.Add(10*time.Second)) // b is fresh again
-	s.touch("e", 1, t0.Add(64*time.Second)) // c (2 s) and d (3 s) idle a minute or more
+	s.touch("b", 1, t0.Add(10*time.Second), "") // b is fresh again
+	s.touch("e", 1, t0.Add(64*time.Second), "") // c (2 s) and d (3 s) idle a minute or more
 	require.Equal(t, 2, s.len())
 	_, found = s.mu.byID["c"]
 	require.False(t, found)
+}
+
+// The session table against a plain slice, over random touches, finishes
+// and clock steps: the same sessions survive, in the same recency order,
+// and a retry of a finished request gets its final body.
+func TestSessionsMatchAModel(t *testing.T) {
+	const max, idle = 5, time.Minute
+	s := newSessions(max, idle)
+	type entry struct {
+		id           string
+		caller       charging.SubscriberID
+		seen         time.Time
+		input, final string
+	}
+	var model []entry // front: most recent
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	r := rand.New(rand.NewPCG(7, 7))
+	for step := range 5000 {
+		now = now.Add(time.Duration(r.IntN(20)) * time.Second)
+		id := fmt.Sprint("s", r.IntN(9))
+		caller := charging.SubscriberID(1 + r.IntN(2))
+		input := fmt.Sprint("in", r.IntN(3))
+		// The model: sweep at most sweepMax idle from the back, then look up.
+		for i := 0; i < sweepMax && len(model) > 0 && now.Sub(model[len(model)-1].seen) >= idle; i++ {
+			model = model[:len(model)-1]
+		}
+		at := slices.IndexFunc(model, func(e entry) bool { return e.id == id })
+		var wantFinal string
+		wantOK := true
+		switch {
+		case at >= 0 && model[at].caller != caller:
+			wantOK = false
+		case at >= 0:
+			e := model[at]
+			e.seen = now
+			if e.input == input {
+				wantFinal = e.final
+			}
+			model = append([]entry{e}, slices.Delete(model, at, at+1)...)
+		default:
+			for len(model) >= max {
+				model = model[:len(model)-1]
+			}
+			model = append([]entry{{id: id, caller: caller, seen: now}}, model...)
+		}
+		ss, final, ok := s.touch(id, caller, now, input)
+		require.Equal(t, wantOK, ok, "step %d", step)
+		require.Equal(t, wantFinal, final, "step %d", step)
+		if ok && r.IntN(2) == 0 {
+			body := fmt.Sprint("END ", step)
+			s.finish(ss, input, body)
+			model[0].input, model[0].final = input, body
+		}
+		var got []string
+		for e := s.mu.head; e != nil; e = e.next {
+			got = append(got, e.id)
+		}
+		want := make([]string, len(model))
+		for i, e := range model {
+			want[i] = e.id
+		}
+		require.Equal(t, want, got, "step %d: recency order", step)
+		require.Equal(t, len(model), s.len(), "step %d: map and list agree", step)
+	}
 }
