@@ -191,14 +191,7 @@ func (p *Pruner) deleteGuards(v *Vouchers, callers []charging.SubscriberID, at t
 		}
 		deletes++
 	}
-	if deletes == 0 {
-		return nil
-	}
-	if err := p.applyDeletes(b, deletes, st); err != nil {
-		return err
-	}
-	st.GuardsDeleted += uint64(deletes)
-	return nil
+	return p.applyDeletes(b, deletes, st, &st.GuardsDeleted)
 }
 
 // forStripes calls f with the index of every stripe set in s, in

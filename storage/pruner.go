@@ -499,25 +499,27 @@ func (p *Pruner) step(from []byte, cutoff, epoch int64, st *PruneStats) (next []
 		return nil, err
 	}
 	st.Scanned += uint64(scanned)
-	if deletes > 0 {
-		err = p.applyDeletes(b, deletes, st)
-		if err != nil {
-			p.hashes = p.hashes[:0]
-			return nil, err
-		}
+	err = p.applyDeletes(b, deletes, st, &st.Deleted)
+	if err == nil {
 		// The tombstones sit in a memtable: look-ups of these keys must
 		// read it (recent.go), or they would still find the records in
 		// the flushed tables.
 		p.s.recent.addHashes(p.hashes)
-		p.hashes = p.hashes[:0]
-		st.Deleted += uint64(deletes)
+	}
+	p.hashes = p.hashes[:0]
+	if err != nil {
+		return nil, err
 	}
 	return next, nil
 }
 
-// applyDeletes applies b, which holds n deletes, and empties it. NoSync:
-// a delete lost in a crash is redone by the next pass.
-func (p *Pruner) applyDeletes(b *pebble.Batch, n int, st *PruneStats) error {
+// applyDeletes applies b, which holds n deletes (none: nothing to do), and
+// empties it; on success it adds n to *deleted. NoSync: a delete lost in a
+// crash is redone by the next pass.
+func (p *Pruner) applyDeletes(b *pebble.Batch, n int, st *PruneStats, deleted *uint64) error {
+	if n == 0 {
+		return nil
+	}
 	if p.onBatch != nil {
 		p.onBatch(n)
 	}
@@ -525,6 +527,7 @@ func (p *Pruner) applyDeletes(b *pebble.Batch, n int, st *PruneStats) error {
 	b.Reset()
 	if err == nil {
 		st.Batches++
+		*deleted += uint64(n)
 	}
 	return err
 }
@@ -756,14 +759,7 @@ func (p *Pruner) deleteTransferKeys(dels []transferKeyDelete, st *PruneStats) er
 		}
 		deletes++
 	}
-	if deletes == 0 {
-		return nil
-	}
-	if err := p.applyDeletes(b, deletes, st); err != nil {
-		return err
-	}
-	st.TransferKeysDeleted += uint64(deletes)
-	return nil
+	return p.applyDeletes(b, deletes, st, &st.TransferKeysDeleted)
 }
 
 // pruneMetrics are the pruner's metrics, observed once per pass.
