@@ -580,12 +580,7 @@ func (p *Pruner) flowOpen(key []byte) (bool, error) {
 			upper[i] = 0xff
 		}
 		upper = append(upper, 0) // after the largest 33-byte key with this prefix
-		it, err := p.s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
-		if err != nil {
-			return false, err
-		}
-		found := it.First()
-		return found, errors.Join(it.Error(), it.Close())
+		return anyIn(p.s.db, lower, upper)
 	case len(key) > 2 && key[0] == 'T' && key[1] == '/':
 		s := string(key[2:])
 		i := strings.IndexByte(s, '/')

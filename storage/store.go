@@ -291,6 +291,16 @@ func has(r pebble.Reader, k []byte) (bool, error) {
 	return true, closer.Close()
 }
 
+// anyIn reports whether r holds a key in [lower, upper).
+func anyIn(r pebble.Reader, lower, upper []byte) (bool, error) {
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return false, err
+	}
+	found := it.First()
+	return found, errors.Join(it.Error(), it.Close())
+}
+
 // Close closes the database. Pending batches must have been waited for.
 func (s *Store) Close() error {
 	s.recent.wait()

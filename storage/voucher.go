@@ -323,12 +323,8 @@ func (v *Vouchers) checkSecrets() error {
 	// None is recorded: refused only if some other secret is.
 	prefix := appendMetaKey(nil, metaVoucherSecret)
 	upper := append(appendMetaKey(nil, "voucherSecret"), '/'+1) // just past the prefix
-	it, err := v.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: upper})
+	recorded, err := anyIn(v.db, prefix, upper)
 	if err != nil {
-		return fmt.Errorf("storage: read voucher secret fingerprints: %w", err)
-	}
-	recorded := it.First()
-	if err := it.Close(); err != nil {
 		return fmt.Errorf("storage: read voucher secret fingerprints: %w", err)
 	}
 	if recorded {
@@ -904,12 +900,8 @@ func decodeRedeemGuard(v []byte) (charging.RedeemGuard, error) {
 // unredeemable). Cards count without a batch record too, since a
 // generation that crashed leaves cards before its batch record.
 func (s *Store) HoldsVouchers() (bool, error) {
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: tableStart(tagVoucher), UpperBound: tableStart(tagVoucherBatch + 1)})
+	found, err := anyIn(s.db, tableStart(tagVoucher), tableStart(tagVoucherBatch+1))
 	if err != nil {
-		return false, fmt.Errorf("storage: look for vouchers: %w", err)
-	}
-	found := it.First()
-	if err := it.Close(); err != nil {
 		return false, fmt.Errorf("storage: look for vouchers: %w", err)
 	}
 	return found, nil
