@@ -820,17 +820,9 @@ func (c *checker) diagnose(set *flowSet, bucket uint64) error {
 		kind = flowPayments
 	}
 	legs := map[uint64][]flowLeg{}
-	jIt, err := c.table(tagJournal)
-	if err != nil {
-		return err
-	}
-	defer jIt.Close()
-	for ok := jIt.First(); ok; ok = jIt.Next() {
-		if err := c.tick(); err != nil {
-			return err
-		}
-		sub, _, _ := parseSeqKey(jIt.Key())
-		e, err := decodeJournal(jIt.Key(), jIt.Value(), sub)
+	err := c.each(tagJournal, func(k, v []byte) error {
+		sub, _, _ := parseSeqKey(k)
+		e, err := decodeJournal(k, v, sub)
 		if err != nil {
 			return err
 		}
@@ -841,8 +833,9 @@ func (c *checker) diagnose(set *flowSet, bucket uint64) error {
 		if ok && i == kind && id>>flowBucketShift == bucket && len(legs[id]) <= set.legsMax {
 			legs[id] = append(legs[id], l)
 		}
-	}
-	if err := jIt.Error(); err != nil {
+		return nil
+	})
+	if err != nil {
 		return err
 	}
 	lo, hi := bucket<<flowBucketShift, (bucket+1)<<flowBucketShift

@@ -6,7 +6,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-
 	"syscall"
 
 	"github.com/cockroachdb/pebble/v2/vfs"

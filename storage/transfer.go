@@ -92,11 +92,12 @@ var ErrTransferStep = errors.New("storage: transfer cannot move to this state")
 
 // Transfers is the transfer record store. Safe for concurrent use.
 type Transfers struct {
-	db      *pebble.DB
-	store   *Store            // for the legs' request records (ReversalRecorded)
-	keyLock *transferKeyLocks // the Store's: shared with its Pruner
-	locks   [256]sync.Mutex
-	mu      struct {
+	// s is the store of the records, of the legs' request records
+	// (ReversalRecorded) and of the key-index locks it shares with its
+	// Pruner (transferKeyLocks).
+	s     *Store
+	locks [256]sync.Mutex
+	mu    struct {
 		sync.Mutex
 		next uint64
 	}
@@ -105,7 +106,7 @@ type Transfers struct {
 // NewTransfers returns the transfer store of s; IDs continue after the
 // highest one stored.
 func NewTransfers(s *Store) (*Transfers, error) {
-	t := &Transfers{db: s.db, store: s, keyLock: &s.transferKeyLocks}
+	t := &Transfers{s: s}
 	last, err := lastID(s.db, tagTransfer)
 	t.mu.next = last + 1
 	return t, err
@@ -172,12 +173,12 @@ func (t *Transfers) Begin(key string, from, to charging.SubscriberID, amount, fe
 	// cannot both miss the index, and the pruner cannot delete the entry
 	// between this look-up and its use (see Pruner.deleteTransferKeys for
 	// why either order with a prune is safe).
-	mu := &t.keyLock[transferKeyStripe(from)]
+	mu := &t.s.transferKeyLocks[transferKeyStripe(from)]
 	mu.Lock()
 	defer mu.Unlock()
 	k := binary.BigEndian.AppendUint64(appendTable(make([]byte, 0, 9+len(key)), tagTransferKey), uint64(from))
 	k = append(k, key...)
-	v, closer, err := t.db.Get(k)
+	v, closer, err := t.s.db.Get(k)
 	switch {
 	case err == nil:
 		if len(v) != 8 {
@@ -204,7 +205,7 @@ func (t *Transfers) Begin(key string, from, to charging.SubscriberID, amount, fe
 	if err := validateTransfer(&tr); err != nil {
 		return tr, false, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
-	b := t.db.NewBatch()
+	b := t.s.db.NewBatch()
 	defer b.Close()
 	_ = b.Set(idKey(tagTransfer, id), appendTransfer(nil, &tr), nil)
 	_ = b.Set(idKey(tagTransferOpen, id), nil, nil)
@@ -217,7 +218,7 @@ func (t *Transfers) Begin(key string, from, to charging.SubscriberID, amount, fe
 
 // Get returns transfer id.
 func (t *Transfers) Get(id uint64) (charging.Transfer, error) {
-	v, found, err := getCopy(t.db, idKey(tagTransfer, id))
+	v, found, err := getCopy(t.s.db, idKey(tagTransfer, id))
 	switch {
 	case err != nil:
 		return charging.Transfer{}, fmt.Errorf("storage: read transfer: %w", err)
@@ -243,7 +244,7 @@ func (t *Transfers) Advance(id uint64, next charging.TransferState) (charging.Tr
 	if !tr.Advance(next) {
 		return tr, fmt.Errorf("%w: %v to %v", ErrTransferStep, tr.State, next)
 	}
-	b := t.db.NewBatch()
+	b := t.s.db.NewBatch()
 	defer b.Close()
 	_ = b.Set(idKey(tagTransfer, id), appendTransfer(nil, &tr), nil)
 	if next.Final() {
@@ -260,7 +261,7 @@ func (t *Transfers) Advance(id uint64, next charging.TransferState) (charging.Tr
 // legs are kept whatever their age (pruner.go), so the answer is certain
 // for the records recovery asks about.
 func (t *Transfers) ReversalRecorded(tr *charging.Transfer) (bool, error) {
-	_, found, err := t.store.LookupRequest(tr.From, tr.ReverseKey())
+	_, found, err := t.s.LookupRequest(tr.From, tr.ReverseKey())
 	if err != nil {
 		return false, fmt.Errorf("storage: transfer %d reversal: %w", tr.ID, err)
 	}
@@ -275,7 +276,7 @@ const TransferListMax = 10_000
 // re-drives each (step 5). A caller pages with the last ID of a page as the
 // next after.
 func (t *Transfers) Open(after uint64, limit int) ([]charging.Transfer, error) {
-	ids, err := openIDs(t.db, tagTransferOpen, after, min(max(limit, 0), TransferListMax), "open transfers")
+	ids, err := openIDs(t.s.db, tagTransferOpen, after, min(max(limit, 0), TransferListMax), "open transfers")
 	var out []charging.Transfer
 	for _, id := range ids {
 		tr, gerr := t.Get(id)
