@@ -404,11 +404,10 @@ func recent(unix int64, now time.Time) bool {
 // minutes later they differ only by what was spent meanwhile. If the
 // beneficiary has no account any more, res stays "card used".
 func (f *Flows) answerRedeemed(r *Redemption, caller charging.SubscriberID, res *Result) error {
-	out, err := f.execute(&charging.Command{Kind: charging.KindInquire, Subscriber: r.Beneficiary})
-	if err != nil || out.Result != charging.ResultOK {
+	out, ok, err := f.replayOutcome(r.Beneficiary, r.CreditSeq)
+	if !ok {
 		return err
 	}
-	out.Seq, out.Replayed = r.CreditSeq, true
 	res.Voucher, res.Account, res.Outcome, res.ByReceiver = charging.VoucherOK, charging.ResultOK, out, r.Beneficiary != caller
 	return nil
 }
@@ -668,16 +667,29 @@ func (f *Flows) answerPaid(caller charging.SubscriberID, pkg charging.PackageID,
 		!recent(p.Created, f.now()) {
 		return nil
 	}
-	out, err := f.execute(&charging.Command{Kind: charging.KindInquire, Subscriber: caller})
-	if err != nil || out.Result != charging.ResultOK {
+	out, ok, err := f.replayOutcome(caller, p.DebitSeq)
+	if !ok {
 		return err
 	}
-	out.Seq, out.Replayed = p.DebitSeq, true
 	res.Fixed, res.Account, res.Outcome, res.Ref, res.Amount = charging.FixedOK, charging.ResultOK, out, p.ID, p.Price
 	if pk, ok := f.cfg.Catalogue.Lookup(p.Package); ok && !pk.Credit {
 		res.PaidUntil = p.PaidUntil
 	}
 	return nil
+}
+
+// replayOutcome is the outcome told to a retry of a request that
+// succeeded (answerRedeemed, answerPaid): id's account as an inquiry reads
+// it now, marked replayed, with the original's journal Seq as its
+// transaction ID. ok is false, and the refusal stands, on an error or if
+// id has no account any more.
+func (f *Flows) replayOutcome(id charging.SubscriberID, seq uint64) (out charging.Outcome, ok bool, err error) {
+	out, err = f.execute(&charging.Command{Kind: charging.KindInquire, Subscriber: id})
+	if err != nil || out.Result != charging.ResultOK {
+		return out, false, err
+	}
+	out.Seq, out.Replayed = seq, true
+	return out, true, nil
 }
 
 // drivePayment is steps 2–3 of the *101# protocol; recovery calls it too.
