@@ -73,8 +73,7 @@ func readSecret(path string) ([]byte, error) {
 // unused card unredeemable without a sign until subscribers complain. That
 // is what a restore from a backup (which never holds the secret) or a
 // mistyped --data leaves, so voucherSecret refuses then and says what to do.
-// Call it before the database is opened: it may open the database itself,
-// read-only, to look for cards.
+// store is the database of dataDir, where it looks for cards.
 func voucherSecret(path, flagName, dataDir string, store *storage.Store, log *slog.Logger) ([]byte, error) {
 	if path != "" {
 		b, err := readSecret(path)
@@ -234,7 +233,6 @@ func vouchersBlock(args []string) error {
 	}
 	defer store.Close()
 	v, err := storage.NewVoucherBlocker(store) // blocking reads no code
-
 	if err != nil {
 		return err
 	}
