@@ -38,25 +38,7 @@ func TestBackupUnderWrites(t *testing.T) {
 
 	var acked atomic.Int64
 	done := make(chan error, 1)
-	go func() {
-		w := newModel(seed)
-		var prev *Pending
-		for _, n := range sizes {
-			p, err := s.Apply(w.batch(n))
-			if err == nil && prev != nil {
-				err = prev.Wait()
-				acked.Add(1)
-			}
-			if err != nil {
-				done <- err
-				return
-			}
-			prev = p
-		}
-		err := prev.Wait()
-		acked.Add(1)
-		done <- err
-	}()
+	go func() { done <- writeModel(s, seed, sizes, true, &acked) }()
 
 	for acked.Load() < backupAt {
 		time.Sleep(100 * time.Microsecond)

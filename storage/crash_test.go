@@ -46,38 +46,7 @@ func testCrashRecovery(t *testing.T, seed uint64, pipelined bool) {
 	require.NoError(t, err)
 	var acked atomic.Int64
 	done := make(chan error, 1)
-	go func() {
-		m := newModel(seed)
-		var prev *Pending
-		for _, n := range sizes {
-			if !pipelined {
-				if err := s.Commit(m.batch(n)); err != nil {
-					done <- err
-					return
-				}
-				acked.Add(1)
-				continue
-			}
-			p, err := s.Apply(m.batch(n))
-			if err == nil && prev != nil {
-				err = prev.Wait()
-				acked.Add(1)
-			}
-			if err != nil {
-				done <- err
-				return
-			}
-			prev = p
-		}
-		if prev != nil {
-			if err := prev.Wait(); err != nil {
-				done <- err
-				return
-			}
-			acked.Add(1)
-		}
-		done <- nil
-	}()
+	go func() { done <- writeModel(s, seed, sizes, pipelined, &acked) }()
 
 	type image struct {
 		fs    *vfs.MemFS
@@ -154,4 +123,38 @@ func presentPrefix(t *testing.T, r *Store, seed uint64, sizes []int) int {
 		return len(sizes)
 	}
 	return p
+}
+
+// writeModel writes batches of the given sizes from newModel(seed) to s,
+// one Commit at a time or pipelined (Apply, then Wait for the batch
+// before), adds one to acked as each batch is acknowledged (durable), and
+// returns the first error.
+func writeModel(s *Store, seed uint64, sizes []int, pipelined bool, acked *atomic.Int64) error {
+	m := newModel(seed)
+	var prev *Pending
+	for _, n := range sizes {
+		if !pipelined {
+			if err := s.Commit(m.batch(n)); err != nil {
+				return err
+			}
+			acked.Add(1)
+			continue
+		}
+		p, err := s.Apply(m.batch(n))
+		if err == nil && prev != nil {
+			err = prev.Wait()
+			acked.Add(1)
+		}
+		if err != nil {
+			return err
+		}
+		prev = p
+	}
+	if prev != nil {
+		if err := prev.Wait(); err != nil {
+			return err
+		}
+		acked.Add(1)
+	}
+	return nil
 }
